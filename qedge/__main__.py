@@ -1,0 +1,3 @@
+from qedge.cli import main
+
+main()

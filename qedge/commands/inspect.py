@@ -1,0 +1,8 @@
+"""`qedge inspect` (not built yet)."""
+
+from qedge.commands._stub import not_built
+
+
+def inspect() -> None:
+    """Not built yet (exits with code 2)."""
+    not_built("inspect")

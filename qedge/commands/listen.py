@@ -1,0 +1,8 @@
+"""`qedge listen` (not built yet)."""
+
+from qedge.commands._stub import not_built
+
+
+def listen() -> None:
+    """Not built yet (exits with code 2)."""
+    not_built("listen")
