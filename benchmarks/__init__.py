@@ -1,0 +1,1 @@
+"""qedge benchmark suite: ``python -m benchmarks [--quick]`` (also ``qedge bench``)."""
