@@ -1,0 +1,83 @@
+"""Sound events from per-hop scores: hysteresis per label (``qedge listen --events``).
+
+Each hop's (smoothed) score describes the interval ``(t - hop, t]`` of the stream. A label turns
+*on* when its score reaches ``on_threshold`` and stays on until it falls below ``off_threshold``
+(< on_threshold: hysteresis, so a score hovering near one threshold does not chatter). An event
+spans from the start of its first "on" interval to the end of its last one; events shorter than
+``min_duration`` seconds are discarded; each event reports its peak score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Event", "EventDetector"]
+
+
+@dataclass
+class Event:
+    """One detected sound: label, onset and offset (seconds of stream time), peak score."""
+
+    label: str
+    onset: float
+    offset: float
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"event": self.label, "onset": round(self.onset, 3), "offset": round(self.offset, 3),
+                "score": round(float(self.score), 4)}
+
+
+class EventDetector:
+    """Per-label hysteresis state machine over a stream of score vectors."""
+
+    def __init__(self, labels: Sequence[str], on_threshold: float, off_threshold: float | None = None,
+                 min_duration: float = 0.0) -> None:
+        off = on_threshold if off_threshold is None else off_threshold
+        if off > on_threshold:
+            raise ValueError(f"off threshold {off} must not exceed the on threshold {on_threshold}")
+        self.labels = list(labels)
+        self.on = float(on_threshold)
+        self.off = float(off)
+        self.min_duration = float(min_duration)
+        n = len(self.labels)
+        self._active = np.zeros(n, dtype=bool)
+        self._onset = np.zeros(n)
+        self._last = np.zeros(n)
+        self._peak = np.zeros(n)
+
+    def update(self, t: float, hop: float, scores: np.ndarray) -> list[Event]:
+        """Feed the scores of the hop ending at ``t`` (hop length ``hop`` s); return closed events."""
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        closed: list[Event] = []
+        for c in range(len(self.labels)):
+            s = scores[c]
+            if self._active[c]:
+                if s < self.off:
+                    closed.extend(self._close(c))
+                else:
+                    self._last[c] = t
+                    self._peak[c] = max(self._peak[c], s)
+            elif s >= self.on:
+                self._active[c] = True
+                self._onset[c] = max(0.0, t - hop)
+                self._last[c] = t
+                self._peak[c] = s
+        return closed
+
+    def flush(self) -> list[Event]:
+        """Close every open event (end of stream)."""
+        closed: list[Event] = []
+        for c in np.flatnonzero(self._active):
+            closed.extend(self._close(int(c)))
+        return closed
+
+    def _close(self, c: int) -> list[Event]:
+        self._active[c] = False
+        onset, offset = float(self._onset[c]), float(self._last[c])
+        if offset - onset + 1e-9 < self.min_duration:
+            return []
+        return [Event(self.labels[c], onset, offset, float(self._peak[c]))]
