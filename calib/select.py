@@ -1,0 +1,67 @@
+"""Representative calibration clips: a class-stratified, deterministic pick from the training split.
+
+INT8 scales are only as good as the clips they are measured on: a set that covers every class and
+is drawn from the *training* split (never the held-out clips used to report accuracy) is the
+recommended practice for static quantization. Dataset listing and the held-out split are
+:mod:`qedge.data`'s (``find_dataset(...).split()``: ESC — the highest fold; FSDD — the last
+speaker; others — a deterministic 20 %), whose index modules are torch-free, so this runs on a
+device that has only the runtime.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from qedge.data.index import Clip, ClipIndex, find_dataset
+from qedge.errors import QedgeError
+
+__all__ = ["stratified", "split_dataset", "select_calibration", "held_out"]
+
+
+def split_dataset(data: str | Path) -> tuple[ClipIndex, ClipIndex]:
+    """(train, held-out) :class:`~qedge.data.index.ClipIndex` of ``data`` (name or folder)."""
+    return find_dataset(data).split()
+
+
+def stratified(clips: Sequence[Clip], n: int, seed: int = 0) -> list[Clip]:
+    """A class-stratified, deterministic pick of ``n`` clips (stratum = a clip's first label).
+
+    Each class's clips (sorted by path) are shuffled with ``numpy.random.default_rng(seed)``,
+    classes in sorted order, then taken round-robin across classes, so every class contributes
+    ⌊n/classes⌋ or one more clip (fewer only if it runs out). Same inputs and seed → same clips.
+    """
+    if n <= 0:
+        raise QedgeError(f"calibration size must be positive, got {n}")
+    by_label: dict[str, list[Clip]] = defaultdict(list)
+    for clip in sorted(clips, key=lambda c: (str(c.path), c.member or 0)):
+        by_label[clip.labels[0] if clip.labels else ""].append(clip)
+    rng = np.random.default_rng(seed)
+    queues = []
+    for label in sorted(by_label):
+        items = by_label[label]
+        queues.append([items[i] for i in rng.permutation(len(items))])
+    picked: list[Clip] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(q) for q in queues):
+        for queue in queues:
+            if depth < len(queue) and len(picked) < n:
+                picked.append(queue[depth])
+        depth += 1
+    return picked
+
+
+def select_calibration(data: str | Path, n: int = 64, seed: int = 0) -> list[Clip]:
+    """``n`` representative clips of the *training* split of ``data``."""
+    train, _ = split_dataset(data)
+    return stratified(list(train), n, seed)
+
+
+def held_out(data: str | Path, n: int | None = None, seed: int = 0) -> tuple[list[Clip], list[str]]:
+    """The held-out clips of ``data`` (all, or a stratified ``n``) and the dataset's label vocabulary."""
+    _, test = split_dataset(data)
+    clips = list(test) if n is None else stratified(list(test), n, seed)
+    return clips, list(test.labels)
