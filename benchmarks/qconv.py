@@ -7,10 +7,12 @@ Three ways to compute the same layer, timed in the same run:
   blocks (y_r = R x_r − I x_i − J x_j − K x_k, …), what a literal implementation does;
 - ``real``: an ``nn.Conv2d`` of the same real width (4× the parameters, same MACs).
 
-For inference (no grad, batch 1) and a training step (forward + backward, batch 8). Reports medians
-and the ratios naive16/assembled and assembled/real.
+For inference (no grad, batch 1) and a training step (forward + backward, batch 8). The three ways
+are timed interleaved (one call of each per round, warm-up rounds excluded), one intra-op thread
+by default (on a shared 2-core machine more threads mostly measure OpenMP contention). Reports
+medians and the ratios naive16/assembled and assembled/real.
 
-    python -m benchmarks.qconv [--quick]
+    python -m benchmarks.qconv [--quick] [--threads N]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import time_ms, write_result
+from benchmarks.common import interleaved_ms, write_result
 from qedge.nn import QuaternionConv2d
 
 # (real channels in, real channels out, frames, mels): the shapes QCNN14 blocks 2–5 see at width 0.5
@@ -42,8 +44,10 @@ def naive_hamilton(layer: QuaternionConv2d, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([yr, yi, yj, yk], dim=1)
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, threads: int = 1) -> dict:
+    """Time the three ways for every layer of ``LAYERS`` (two in quick mode); returns the result dict."""
     torch.manual_seed(0)
+    torch.set_num_threads(threads)
     repeats = 5 if quick else 20
     layers = LAYERS[:2] if quick else LAYERS
     rows = []
@@ -56,18 +60,23 @@ def run(quick: bool = False) -> dict:
         with torch.no_grad():
             torch.testing.assert_close(naive_hamilton(q, x1), q(x1), rtol=1e-4, atol=1e-4)
         row = {"layer": f"{c_in}->{c_out} @ {t}x{m}", "macs_per_item": c_out * c_in * 9 * t * m}
-        for name, fn in ways.items():
+
+        def infer(fn) -> None:
             with torch.no_grad():
-                row[f"infer_{name}_ms"] = time_ms(lambda: fn(x1), repeats=repeats)["median_ms"]
+                fn(x1)
 
-            params = list(q.parameters()) if name != "real" else list(real.parameters())
+        def step(fn, params) -> None:
+            for p in params:
+                p.grad = None
+            fn(x8).square().mean().backward()
 
-            def step(fn=fn, params=params) -> None:
-                for p in params:
-                    p.grad = None
-                fn(x8).square().mean().backward()
-
-            row[f"train_{name}_ms"] = time_ms(step, repeats=max(3, repeats // 2))["median_ms"]
+        params = {"assembled": list(q.parameters()), "naive16": list(q.parameters()), "real": list(real.parameters())}
+        inf = interleaved_ms({n: (lambda fn=fn: infer(fn)) for n, fn in ways.items()}, repeats=repeats)
+        trn = interleaved_ms({n: (lambda fn=fn, n=n: step(fn, params[n])) for n, fn in ways.items()},
+                             repeats=max(3, repeats // 2))
+        for name in ways:
+            row[f"infer_{name}_ms"] = inf[name]["median_ms"]
+            row[f"train_{name}_ms"] = trn[name]["median_ms"]
         for phase in ("infer", "train"):
             row[f"{phase}_naive16_over_assembled"] = row[f"{phase}_naive16_ms"] / row[f"{phase}_assembled_ms"]
             row[f"{phase}_assembled_over_real"] = row[f"{phase}_assembled_ms"] / row[f"{phase}_real_ms"]
@@ -84,8 +93,9 @@ def run(quick: bool = False) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two layers, few repeats (exercise, not judge)")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch intra-op threads (default 1)")
     args = parser.parse_args()
-    path = write_result("qconv", run(args.quick))
+    path = write_result("qconv", run(args.quick, args.threads))
     print(f"wrote {path}")
 
 
