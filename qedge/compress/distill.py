@@ -1,0 +1,105 @@
+"""Knowledge distillation (design.md §6): the KD loss and the paper's KD-only baseline.
+
+Loss added to the task loss by :func:`qedge.train.fit` when a teacher is given:
+
+- single-label: L_KD = T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch
+  ("batchmean"); the T² keeps its gradient scale independent of T (Hinton et al., 2015);
+- multi-label (the authors' form for AudioSet): the binary KL per class between the teacher's and
+  the student's tempered sigmoids, p = σ(t/T), q = σ(s/T),
+  KL_bin(p ‖ q) = p·log(p/q) + (1−p)·log((1−p)/(1−q)), averaged over batch and classes, times T².
+
+KD-only baseline (the paper's comparison): a SMALL student of the teacher's family, its width
+chosen so that its MACs ≈ a target (the pruned model's), trained from scratch with
+task loss + KD from the unpruned teacher (:func:`student_width_for_macs`, :func:`train_kd_student`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from qedge.errors import QedgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+__all__ = ["kd_loss", "student_width_for_macs", "train_kd_student"]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 2.0,
+            task: str = "single-label") -> torch.Tensor:
+    """Distillation loss T²·KL(teacher ‖ student) at temperature ``T`` (see the module docstring).
+
+    Gradients flow into ``student_logits`` only (the teacher's logits are detached).
+    """
+    if T <= 0:
+        raise QedgeError(f"distillation temperature must be positive, got {T}")
+    if student_logits.shape != teacher_logits.shape:
+        raise QedgeError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} "
+                         f"vs {tuple(teacher_logits.shape)}")
+    s = student_logits / T
+    t = teacher_logits.detach() / T
+    if task == "single-label":
+        kl = F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), reduction="batchmean",
+                      log_target=True)
+    elif task == "multi-label":
+        log_p, log_1p = F.logsigmoid(t), F.logsigmoid(-t)
+        log_q, log_1q = F.logsigmoid(s), F.logsigmoid(-s)
+        kl = (log_p.exp() * (log_p - log_q) + log_1p.exp() * (log_1p - log_1q)).mean()
+    else:
+        raise QedgeError(f"task must be 'single-label' or 'multi-label', got {task!r}")
+    return kl * (T * T)
+
+
+def student_width_for_macs(arch: str, target_macs: int, input_shape: tuple[int, ...],
+                           num_classes: int, n_mels: int | None = None, tolerance: float = 0.02) -> float:
+    """Width multiplier of ``arch`` whose MACs (:func:`qedge.profile.profile` at ``input_shape``)
+    are closest to ``target_macs`` without exceeding it by more than ``tolerance`` (bisection;
+    MACs grow ~quadratically with width; models are built on the ``meta`` device)."""
+    from qedge.models import build
+    from qedge.profile import profile
+
+    kwargs: dict[str, Any] = {} if n_mels is None else {"n_mels": int(n_mels)}
+
+    def macs(width: float) -> int:
+        with torch.device("meta"):
+            model = build(arch, num_classes, width=width, **kwargs)
+        return profile(model, input_shape).macs
+
+    lo, hi = 1e-3, 1.0
+    while macs(hi) < target_macs and hi < 64:
+        hi *= 2
+    for _ in range(10):
+        mid = 0.5 * (lo + hi)
+        if macs(mid) <= target_macs * (1 + tolerance):
+            lo = mid
+        else:
+            hi = mid
+    return math.floor(lo * 1e4) / 1e4
+
+
+def train_kd_student(teacher: "nn.Module", train_set: Any, eval_set: Any, config: Any, *, task: str,
+                     target_macs: int, input_shape: tuple[int, ...], temperature: float = 2.0,
+                     progress: bool = True) -> tuple["nn.Module", list[dict[str, Any]], float]:
+    """The KD-only baseline: build ``teacher.arch`` at the width whose MACs ≈ ``target_macs`` and
+    train it from scratch with task loss + :func:`kd_loss` from ``teacher`` (``qedge.train.fit``).
+
+    Returns ``(student, history, width)``.
+    """
+    from qedge.models import build
+    from qedge.train import fit
+
+    arch = getattr(teacher, "arch", None)
+    kwargs = dict(getattr(teacher, "arch_kwargs", None) or {})
+    if not arch or "num_classes" not in kwargs:
+        raise QedgeError("the KD baseline needs a teacher built by qedge.models.build (.arch/.arch_kwargs)")
+    num_classes = int(kwargs.pop("num_classes"))
+    kwargs.pop("width", None)
+    width = student_width_for_macs(arch, target_macs, input_shape, num_classes, kwargs.get("n_mels"))
+    student = build(arch, num_classes, width=width, **kwargs)
+    history = fit(student, train_set, eval_set, config, task=task, teacher=teacher,
+                  kd_temperature=temperature, progress=progress)
+    return student, history, width

@@ -1,0 +1,89 @@
+"""``qedge compress`` end to end on a tiny generated dataset (prune, fine-tune, KD, grid, report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from qedge.checkpoint import load, save
+from qedge.cli import app
+from qedge.errors import QedgeError
+from qedge.models import build
+
+FEATURES = {"sample_rate": 8000, "n_fft": 256, "hop_length": 80, "n_mels": 32, "fmin": 20.0, "fmax": 4000.0,
+            "delta_width": 9}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-class folder dataset of noisy tones (0.5 s, 8 kHz) and an untrained QCNN6 for it."""
+    root = tmp_path_factory.mktemp("compress_cli")
+    rng = np.random.default_rng(0)
+    t = np.arange(4000) / 8000.0
+    for label, freq in (("high", 2500.0), ("low", 300.0)):
+        (root / "data" / label).mkdir(parents=True)
+        for i in range(10):
+            wave = 0.5 * np.sin(2 * np.pi * freq * (1 + 0.02 * i) * t) + 0.05 * rng.standard_normal(t.size)
+            sf.write(root / "data" / label / f"{label}{i}.wav", wave.astype(np.float32), 8000)
+    torch.manual_seed(0)
+    model = build("qcnn6", 2, width=0.125, n_mels=32)
+    meta = {"labels": ["high", "low"], "features": FEATURES, "clip_seconds": 0.5, "task": "single-label",
+            "history": [{"step": "train", "test_fold": None, "test_speaker": None, "train_seconds": 0.5}]}
+    return root / "data", save(root / "base.qedge", model, meta)
+
+
+def test_compress_cli_grid_with_kd_report_and_baseline(tiny, tmp_path, monkeypatch) -> None:
+    data, base = tiny
+    monkeypatch.setenv("QEDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "pruned.qedge"
+    result = CliRunner().invoke(app, [
+        "compress", str(base), "--data", str(data), "--methods", "opnorm", "--method", "opnorm",
+        "--ratio", "0.5", "--sweep", "0.5", "--layers", "all", "--kd-compare", "--finetune-epochs", "1",
+        "--batch-size", "4", "--device", "cpu", "--kd-baseline-epochs", "1",
+        "--report-dir", str(tmp_path / "rep"), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    model, meta = load(out)
+    entry = meta["history"][-1]
+    assert entry["step"] == "compress" and entry["method"] == "opnorm" and entry["ratio"] == 0.5
+    assert not entry["kd"]  # --out holds the run without KD; the KD twin goes to the report folder
+    assert entry["params_after"] < entry["params_before"] and entry["macs_after"] < entry["macs_before"]
+    assert len(entry["epochs"]) == 1 and entry["finetune_seconds"] > 0
+    assert {"before", "after_pruning", "after"} <= set(entry)
+    assert meta["history"][0]["step"] == "train"  # the training record is kept
+    assert model.conv_block1.conv1.out_channels == 4  # width 0.125: 2 quaternions → 1 kept
+    assert model(torch.zeros(1, 4, 51, 32)).shape == (1, 2)
+    other, other_meta = load(tmp_path / "rep" / "pruned-opnorm-p0.5-kd.qedge")
+    assert other_meta["history"][-1]["kd"] and other_meta["history"][-1]["kd_temperature"] == 2.0
+    assert other.conv_block4.conv1.out_channels == model.conv_block4.conv1.out_channels
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    names = [r["name"] for r in report["runs"]]
+    assert names[:3] == ["unpruned", "opnorm-p0.5", "opnorm-p0.5-kd"] and names[3].startswith("kd-student-w")
+    assert all(r["latency_ms"] > 0 for r in report["runs"])
+    assert (tmp_path / "rep" / "report.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "random"], "unknown pruning criterion"),
+    (["--round-to", "6"], "multiple of 4"),
+    (["--sweep", "0.5,1.5"], "ratio"),
+    (["--layers", "conv_block9.conv1"], "not a quaternion layer"),
+])
+def test_compress_cli_rejects_bad_options(tiny, tmp_path, args, message) -> None:
+    data, base = tiny
+    result = CliRunner().invoke(app, ["compress", str(base), "--data", str(data), "--out",
+                                      str(tmp_path / "x.qedge"), *args])
+    assert isinstance(result.exception, QedgeError) and message in str(result.exception)
+
+
+def test_compress_cli_refuses_real_models(tiny, tmp_path) -> None:
+    data, _ = tiny
+    real = save(tmp_path / "real.qedge", build("cnn6", 2, width=0.125, n_mels=32),
+                {"labels": ["high", "low"], "features": FEATURES, "clip_seconds": 0.5, "task": "single-label"})
+    result = CliRunner().invoke(app, ["compress", str(real), "--data", str(data), "--out", str(tmp_path / "x.qedge")])
+    assert isinstance(result.exception, QedgeError) and "quaternion" in str(result.exception)
