@@ -1,0 +1,141 @@
+"""The fit loop on a tiny real subset (FSDD digits): it learns, resumes bit-identically, distils."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from qedge.data import ClipDataset, ClipIndex, find_dataset
+from qedge.models import build
+from qedge.runtime.features import FeatureConfig
+from qedge.train import RECIPES, TrainConfig, fit, load_resume, lr_factor, save_resume
+
+FEATURES = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=80, n_mels=32, fmin=20.0, fmax=4000.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(fsdd_root, tmp_path_factory):
+    """24 recordings of digits 0/1/2 by one speaker, 0.5 s windows at 8 kHz (features cached)."""
+    index = find_dataset(fsdd_root, "fsdd")
+    clips = [c for c in index.clips if c.speaker == "jackson" and c.labels[0] in ("0", "1", "2")]
+    clips = sorted(clips, key=lambda c: c.path.name)
+    chosen = [c for lab in ("0", "1", "2") for c in [x for x in clips if x.labels[0] == lab][:8]]
+    sub = ClipIndex(chosen, format="fsdd")
+    cache = tmp_path_factory.mktemp("cache")
+    train = ClipDataset(sub, FEATURES, clip_seconds=0.5, train=True, cache_dir=cache)
+    fixed = ClipDataset(sub, FEATURES, clip_seconds=0.5, train=False, cache_dir=cache)
+    return train, fixed
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build("qcnn6", num_classes=3, width=0.125, n_mels=FEATURES.n_mels)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = [lr_factor(s, 100, 10, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # non-increasing after warm-up
+    assert f[99] == pytest.approx(0.01, abs=2e-3)
+
+
+def test_a_few_epochs_learn(tiny):
+    train, fixed = tiny
+    model = _model()
+    config = TrainConfig(epochs=8, batch_size=8, lr=3e-3, specaugment=False, device="cpu", warmup_epochs=0.5)
+    history = fit(model, fixed, fixed, config, progress=False)
+    assert [r["epoch"] for r in history] == list(range(1, 9))
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    best = max(r["accuracy"] for r in history)
+    assert best >= 0.7  # chance is 1/3: the 24 training clips are being fitted
+    # the best epoch's weights are the ones left in the model
+    from qedge.evaluate import accuracy
+    from qedge.train import predict
+
+    logits, targets = predict(model, fixed)
+    assert accuracy(logits, targets) == pytest.approx(best)
+
+
+def test_resume_after_kill_gives_identical_weights(tiny, tmp_path):
+    train, fixed = tiny
+    config = TrainConfig(epochs=3, batch_size=8, lr=2e-3, specaugment=True, mixup=0.3, device="cpu")
+    finals = {}
+
+    def keep(run):
+        def on_epoch_end(state):
+            if state.epoch == 3:
+                finals[run] = {k: v.clone() for k, v in state.model.state_dict().items()}
+        return on_epoch_end
+
+    fit(_model(), train, fixed, config, on_epoch_end=keep("straight"), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    path = tmp_path / "run.qedge.resume"
+
+    def save_then_die(state):
+        save_resume(path, state)
+        if state.epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(_model(), train, fixed, config, on_epoch_end=save_then_die, progress=False)
+    state = load_resume(path)
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    # a fresh process would build the model from another seed: the resume state overrides it
+    resumed = fit(_model(seed=123), train, fixed, config, resume_state=state, on_epoch_end=keep("resumed"),
+                  progress=False)
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    for key, value in finals["straight"].items():
+        assert torch.equal(value, finals["resumed"][key]), key
+
+
+def test_kd_path_uses_kd_loss_and_keeps_teacher_frozen(tiny, monkeypatch):
+    import qedge.compress.distill as distill
+
+    train, fixed = tiny
+    teacher = _model(seed=1).eval()
+    before = copy.deepcopy(teacher.state_dict())
+    calls = []
+    real = distill.kd_loss
+
+    def spy(student_logits, teacher_logits, T, task):
+        calls.append((T, task, student_logits.requires_grad, teacher_logits.requires_grad))
+        return real(student_logits, teacher_logits, T, task)
+
+    monkeypatch.setattr(distill, "kd_loss", spy)
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, specaugment=False, device="cpu")
+    with_kd = fit(_model(), fixed, None, config, teacher=teacher, kd_temperature=3.0, progress=False)
+    without = fit(_model(), fixed, None, config, progress=False)
+    assert len(calls) == 3 and all(c == (3.0, "single-label", True, False) for c in calls)
+    assert with_kd[0]["train_loss"] > without[0]["train_loss"]  # + T²·KL ≥ 0, > 0 for different nets
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_recipes_name_real_architectures_and_features():
+    from qedge.models import NAMES
+
+    for name, recipe in RECIPES.items():
+        assert recipe["arch"] in NAMES, name
+        FeatureConfig.from_dict({**FeatureConfig().to_dict(), **recipe["features"]})  # valid config
+
+
+def test_spectral_clipping_during_training_bounds_every_conv(tiny):
+    from qedge.nn import QuaternionConv2d
+    from qedge.spectral import input_sizes, padded_grid, spectral_norm
+
+    train, fixed = tiny
+    model = _model()
+    config = TrainConfig(epochs=1, batch_size=8, lr=5e-3, specaugment=False, device="cpu", clip_sv=1.5,
+                         clip_every=2)
+    fit(model, fixed, None, config, progress=False)
+    sizes = input_sizes(model, (1, *fixed.feature_shape))
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, QuaternionConv2d)}
+    assert convs and set(convs) <= set(sizes)
+    for name, conv in convs.items():
+        sigma = spectral_norm(conv, padded_grid(sizes[name], conv.kernel_size, conv.dilation))
+        assert sigma <= 1.5 * 1.01, (name, sigma)
