@@ -114,7 +114,9 @@ def _sniff(path: Path) -> None:
         raise QedgeError(f"{path}: is a folder, expected a .qedge model file")
     with path.open("rb") as fh:
         head = fh.read(16)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    # A safetensors file starts with its header length (u64 little endian) and then '{'; a header
+    # length whose low byte is 0x80 looks like a pickle's PROTO opcode, so check the '{' first.
+    if (head[:1] == b"\x80" and head[8:9] != b"{") or head[:2] == b"PK":
         raise QedgeError(f"{path}: {_PICKLE_HINT}")
     if len(head) < 8:
         raise QedgeError(f"{path}: not a qedge model file (too short)")

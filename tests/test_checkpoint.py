@@ -159,3 +159,17 @@ def test_generic_reshape_of_real_layers():
     x = torch.randn(2, 4, 3, 3)
     small.eval(), net.eval()
     assert torch.equal(net(x), small(x))
+
+
+def test_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A safetensors header length whose low byte is 0x80 (pickle's PROTO opcode) must still load."""
+    model = _model()
+    path = tmp_path / "m.qedge"
+    for pad in range(300):
+        checkpoint.save(path, model, {**META, "note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length ending in 0x80")
+    loaded, meta = qedge.load(path)
+    assert meta["labels"] == META["labels"]

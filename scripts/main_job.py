@@ -1,0 +1,234 @@
+"""The main job: the whole qedge toolchain on the bundled ESC-10 recordings, on the CPU.
+
+train a small QCNN → compress it (opnorm, p = 0.5, fine-tune) → export fp32 and int8 ONNX (verified)
+→ ``qedge listen`` on held-out clips through the file source → a one-screen report.
+
+Every step is the public CLI a user would type, run as a subprocess; the report is assembled from
+the files they write (model histories, ``--json`` outputs). Steps whose outputs exist are reused,
+and an interrupted training resumes, so a second run is quick.
+
+    python scripts/main_job.py [--out runs/main] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+QEDGE = [sys.executable, "-m", "qedge"]
+
+
+def step(title: str, args: list[str], capture: bool = False) -> str:
+    """Run ``qedge ARGS``; show its progress; fail the job with its message when it fails."""
+    print(f"\n==> {title}\n    qedge {' '.join(args)}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(QEDGE + args, cwd=REPO, text=True, stdout=subprocess.PIPE if capture else None)
+    if proc.returncode != 0:
+        sys.exit(f"main job: step '{title}' failed (exit {proc.returncode})")
+    print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return proc.stdout or ""
+
+
+def last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise SystemExit("main job: a step printed no JSON summary")
+
+
+def train_record(meta: dict[str, Any], kind: str) -> dict[str, Any]:
+    for rec in reversed(meta.get("history") or []):
+        if isinstance(rec, dict) and rec.get("step") == kind:
+            return rec
+    return {}
+
+
+def held_out_stream(out: Path, sample_rate: int) -> tuple[Path, list[tuple[float, float, str]]]:
+    """One held-out (fold 4) clip per class, concatenated into one file: what the listener hears."""
+    import soundfile as sf
+
+    from qedge.data import find_dataset
+    from qedge.runtime.audio import load_audio
+
+    index = find_dataset("esc10")
+    _, test = index.split()
+    pieces, segments, t = [], [], 0.0
+    for label in index.labels:
+        clip = sorted((c for c in test.clips if c.labels == (label,)), key=lambda c: str(c.path))[0]
+        audio = load_audio(clip.path, sample_rate)
+        pieces.append(audio)
+        segments.append((t, t + len(audio) / sample_rate, label))
+        t += len(audio) / sample_rate
+    path = out / "heldout.wav"
+    sf.write(path, np.concatenate(pieces), sample_rate, subtype="FLOAT")
+    return path, segments
+
+
+def listen(model: Path, wav: Path, segments: list[tuple[float, float, str]]) -> dict[str, Any]:
+    """Run ``qedge listen --file --fast --json`` and score each window whose span lies in one clip."""
+    text = step(f"listen {model.name} on {wav.name}", [
+        "listen", str(model), "--file", str(wav), "--fast", "--json", "--top-k", "1", "--threshold", "0"],
+        capture=True)
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    summary = next(x["summary"] for x in lines if "summary" in x)
+    windows = [x for x in lines if "tags" in x]
+    hits = scored = 0
+    timeline = []
+    for w in windows:
+        end, start = w["t"], w["t"] - summary["window_s"]
+        top = w["tags"][0] if w["tags"] else None
+        timeline.append((end, top["label"] if top else None, top["score"] if top else 0.0))
+        inside = [lab for s, e, lab in segments if s - 1e-6 <= start and end <= e + 1e-6]
+        if inside and top:
+            scored += 1
+            hits += top["label"] == inside[0]
+    return {"summary": summary, "window_accuracy": hits / scored if scored else None, "windows_scored": scored,
+            "timeline": timeline}
+
+
+def plot_timeline(path: Path, segments, runs: dict[str, dict[str, Any]], labels: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for s, e, lab in segments:
+        ax.axvspan(s, e, color="0.92" if labels.index(lab) % 2 else "0.85")
+        ax.plot([s, e], [labels.index(lab)] * 2, color="black", lw=6, alpha=0.35, solid_capstyle="butt")
+    for (name, run), marker in zip(runs.items(), ("o", "x")):
+        pts = [(t, labels.index(lab)) for t, lab, _ in run["timeline"] if lab in labels]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, label=f"{name} top-1 per window")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("seconds of audio (one held-out clip per class; grey bars = truth)")
+    ax.set_title("qedge listen on held-out ESC-10 clips (pruned QCNN)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def size(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.2f} MB" if path.exists() else "–"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "main", help="output folder")
+    parser.add_argument("--fresh", action="store_true", help="start over (delete the output folder first)")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    from qedge.checkpoint import read_meta
+
+    base, pruned = out / "baseline.qedge", out / "pruned.qedge"
+    done = base.exists() and train_record(read_meta(base), "train").get("completed")
+    if not done:
+        resume = ["--resume"] if (out / "baseline.qedge.resume").exists() else []
+        step("train a QCNN on ESC-10 (folds 1-3; fold 4 held out)",
+             ["train", "--data", "esc10", "--out", str(base), *resume])
+    if not pruned.exists():
+        step("compress: opnorm filter pruning, p = 0.5 on the later blocks, fine-tune",
+             ["compress", str(base), "--data", "esc10", "--method", "opnorm", "--ratio", "0.5",
+              "--out", str(pruned), "--report-dir", str(out / "compress")])
+    evaluation = last_json(step("evaluate the pruned model on the held-out fold",
+                                ["evaluate", str(pruned), "--data", "esc10", "--json",
+                                 "--plot", str(out / "pruned-confusion.png")], capture=True))
+    exp_base = last_json(step("export the baseline (fp32 ONNX, verified)",
+                              ["export", str(base), "--out", str(out / "baseline.onnx"), "--json"], capture=True))
+    exp_pruned = last_json(step("export the pruned model (fp32 + int8 ONNX, compact, verified)",
+                                ["export", str(pruned), "--out", str(out / "pruned.onnx"), "--int8", "--compact",
+                                 "--json"], capture=True))
+
+    meta_b, meta_p = read_meta(base), read_meta(pruned)
+    sample_rate = int(meta_p["features"]["sample_rate"])
+    wav, segments = held_out_stream(out, sample_rate)
+    runs = {"fp32": listen(out / "pruned.onnx", wav, segments),
+            "int8": listen(out / "pruned.int8.onnx", wav, segments)}
+    plot_timeline(out / "listen-timeline.png", segments, runs, list(meta_p["labels"]))
+
+    tr, cp = train_record(meta_b, "train"), train_record(meta_p, "compress")
+    int8 = exp_pruned.get("int8", {})
+    report = {
+        "baseline": {"accuracy": tr.get("accuracy"), "params": tr.get("params"), "macs": tr.get("macs"),
+                     "arch": meta_b["arch"], "width": meta_b["arch_kwargs"].get("width"),
+                     "train_seconds": tr.get("seconds"), "onnx_bytes": exp_base["onnx"]["bytes"],
+                     "onnx_latency_ms": exp_base["onnx"].get("latency_ms")},
+        "pruned": {"accuracy": cp.get("after"), "accuracy_before_finetune": cp.get("after_pruning"),
+                   "params": cp.get("params_after"), "macs": cp.get("macs_after"),
+                   "finetune_seconds": cp.get("finetune_seconds"), "onnx_bytes": exp_pruned["onnx"]["bytes"],
+                   "onnx_latency_ms": exp_pruned["onnx"].get("latency_ms"),
+                   "compact_bytes": exp_pruned.get("compact", {}).get("bytes"),
+                   "int8_bytes": int8.get("bytes"), "int8_accuracy": int8.get("int8_accuracy"),
+                   "fp32_accuracy_onnx": int8.get("fp32_accuracy"), "int8_latency_ms": int8.get("latency_ms"),
+                   "evaluate": {k: evaluation.get(k) for k in ("accuracy", "n")}},
+        "listen": {name: {"window_accuracy": r["window_accuracy"], "windows_scored": r["windows_scored"],
+                          **{k: r["summary"][k] for k in ("windows", "window_s", "hop_s", "latency_ms",
+                                                          "real_time_factor", "gmacs_per_s", "macs_per_window")}}
+                   for name, r in runs.items()},
+        "plots": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+                  for p in [out / "compress" / "report.png", out / "pruned-confusion.png", out / "listen-timeline.png"]
+                  if p.exists()],
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print_report(report, out)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _m(x: float | None, unit: float, fmt: str) -> str:
+    return "–" if x is None else format(x / unit, fmt)
+
+
+def print_report(r: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    b, p, lf, li = r["baseline"], r["pruned"], r["listen"]["fp32"], r["listen"]["int8"]
+    t = Table(title="qedge main job — ESC-10 (train folds 1–3, test fold 4), CPU", title_justify="left")
+    for col in ("", "baseline", "pruned fp32", "pruned int8"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row("model", f"{b['arch']} ×{b['width']}", "opnorm p=0.5, fine-tuned", "QDQ, per-channel")
+    t.add_row("accuracy (held-out fold)", _pct(b["accuracy"]), _pct(p["accuracy"]), _pct(p["int8_accuracy"]))
+    t.add_row("params", f"{b['params']:,}", f"{p['params']:,}", "")
+    t.add_row("MMACs per window", _m(b["macs"], 1e6, ".1f"), _m(p["macs"], 1e6, ".1f"), "")
+    t.add_row("ONNX file", f"{b['onnx_bytes'] / 1e6:.2f} MB", f"{p['onnx_bytes'] / 1e6:.2f} MB"
+              + (f" (compact {p['compact_bytes'] / 1e6:.2f} MB)" if p.get("compact_bytes") else ""),
+              _m(p["int8_bytes"], 1e6, ".2f") + " MB")
+    t.add_row("ORT latency, batch 1", _m(b["onnx_latency_ms"], 1, ".2f") + " ms",
+              _m(p["onnx_latency_ms"], 1, ".2f") + " ms", _m(p["int8_latency_ms"], 1, ".2f") + " ms")
+    t.add_row("listen: window top-1 accuracy", "", _pct(lf["window_accuracy"]), _pct(li["window_accuracy"]))
+    t.add_row("listen: p50 / p95 per hop (end to end)", "",
+              f"{lf['latency_ms']['end_to_end']['p50']:.1f} / {lf['latency_ms']['end_to_end']['p95']:.1f} ms",
+              f"{li['latency_ms']['end_to_end']['p50']:.1f} / {li['latency_ms']['end_to_end']['p95']:.1f} ms")
+    t.add_row("listen: real-time factor", "", f"{lf['real_time_factor']:.4f}", f"{li['real_time_factor']:.4f}")
+    t.add_row("listen: achieved GMAC/s", "", f"{lf['gmacs_per_s']}", f"{li['gmacs_per_s']}")
+    console = Console()
+    console.print()
+    console.print(t)
+    console.print(f"windows of {lf['window_s']:.2f} s every {lf['hop_s']:.2f} s; fine-tuning took "
+                  f"{p['finetune_seconds']} s, training {b['train_seconds']} s; whole job {r['wall_seconds']} s")
+    console.print("plots: " + ", ".join(r["plots"]))
+    console.print(f"report: {out / 'report.json'}")
+
+
+if __name__ == "__main__":
+    main()
