@@ -61,6 +61,13 @@ _PICKLE_HINT = ("qedge model files are safetensors; this looks like a pickle/tor
 # ----------------------------------------------------------------------------------------------
 # Low level: atomic writes, safetensors with a JSON header
 # ----------------------------------------------------------------------------------------------
+def _default_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
     path = Path(path)
@@ -72,6 +79,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), _default_file_mode())  # mkstemp creates 0600; honour the umask
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -25,3 +25,26 @@ def fsdd_root() -> Path:
     if not FSDD.is_dir():
         pytest.fail(f"shared FSDD recordings not found at {FSDD}")
     return FSDD
+
+
+#: A real QCNN (qcnn6, width 0.25) trained by `qedge train --data esc10` (folds 1–3) with this
+#: repository's code; regenerate with `bash scripts/make_test_model.sh` when the model format changes.
+TRAINED_ESC10 = REPO / "tests" / "fixtures" / "esc10-qcnn6.qedge"
+
+
+@pytest.fixture(scope="session")
+def trained_qedge() -> Path:
+    if not TRAINED_ESC10.is_file():
+        pytest.fail(f"{TRAINED_ESC10} is missing: run scripts/make_test_model.sh")
+    return TRAINED_ESC10
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(trained_qedge: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained ESC-10 model exported by the current export code (fp32 ONNX with metadata)."""
+    from qedge import checkpoint
+    from qedge.export.onnx import export_onnx, model_info
+
+    model, meta = checkpoint.load(trained_qedge)
+    out = tmp_path_factory.mktemp("trained") / "esc10-qcnn6.onnx"
+    return export_onnx(model, model_info(model, meta), out)
