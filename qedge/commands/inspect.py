@@ -237,6 +237,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _history_line(entry: Any) -> str:
+    """One readable line per history step: its scalar settings and results (per-epoch records and
+    nested configs stay in ``--json``)."""
+    if not isinstance(entry, dict):
+        return json.dumps(entry, default=_json_default)
+    step = entry.get("step", "?")
+    fields = [f"{k}={_fmt(v)}" for k, v in entry.items()
+              if k != "step" and v is not None and isinstance(v, (str, int, float, bool))]
+    epochs = entry.get("epochs")
+    if isinstance(epochs, list):
+        fields.append(f"{len(epochs)} epoch records")
+    return f"[bold]{step}[/bold]: " + ", ".join(fields)
+
+
 def _print_report(out: Any, report: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -268,7 +282,7 @@ def _print_report(out: Any, report: dict[str, Any]) -> None:
     if history:
         out.print(f"  history       {len(history)} entries")
         for entry in history[-10:]:
-            out.print("    " + json.dumps(entry, default=_json_default))
+            out.print("    " + _history_line(entry))
 
     if report.get("layers"):
         table = Table(title="layers", show_lines=False)
