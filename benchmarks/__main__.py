@@ -14,6 +14,7 @@ CPU pinning cannot leak between them):
   f  spectral  exact singular values: FFT / QFT routes vs brute-force SVD
   g  compress  pruned-model latency table with --round-to (compress helper's report)
   h  export    deployment files of a trained model (needs --model FILE)
+  i  clipping  training with vs without spectral-norm clipping (accuracy, σ_max, Lipschitz bound)
 
 Every figure is a median of repeated runs with warm-up excluded, every comparison a ratio of two
 figures measured in the same run on the same machine. After the sections run, EVERY result file in
@@ -93,6 +94,7 @@ SECTIONS: list[Section] = [
     Section("g", "compress", "(g) Compress: pruned-model latency with --round-to", _compress),
     Section("h", "export", "(h) Export: deployment files of a trained model", _export,
             needs="needs --model FILE (a trained qedge model)"),
+    Section("i", "clipping", "(i) Spectral-norm clipping during training: with vs without", _module("clipping")),
 ]
 BY_KEY = {s.key: s for s in SECTIONS} | {s.name: s for s in SECTIONS}
 
@@ -354,9 +356,18 @@ def md_export(d: dict[str, Any]) -> list[str]:
             *_table(["file", "size", "accuracy", "top-1 vs fp32", "ORT 1 thread ms"], rows)]
 
 
+def md_clipping(d: dict[str, Any]) -> list[str]:
+    rows = [[r["run"], str(r["epochs"]), _f(r.get("accuracy"), ".3f"), _f(r.get("last_accuracy"), ".3f"),
+             _f(r["max_conv_sigma"], ".3g"), _f(r["lipschitz_bound"], ".3g"), _f(r["seconds"], ".0f")]
+            for r in d.get("rows", [])]
+    return [f"`qedge train --data {d.get('data')}` (default recipe, same seed) with and without `--clip-sv`.", "",
+            *_table(["run", "epochs", "accuracy (best)", "accuracy (last)", "max conv σ", "Lipschitz bound",
+                     "seconds"], rows), "", f"- {d.get('notes', '')}"]
+
+
 MARKDOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "qconv": md_qconv, "backends": md_backends, "macs": md_macs, "listen": md_listen, "features": md_features,
-    "spectral": md_spectral, "compress": md_compress, "export": md_export,
+    "spectral": md_spectral, "compress": md_compress, "export": md_export, "clipping": md_clipping,
 }
 
 

@@ -48,3 +48,15 @@ def trained_onnx(trained_qedge: Path, tmp_path_factory: pytest.TempPathFactory) 
     model, meta = checkpoint.load(trained_qedge)
     out = tmp_path_factory.mktemp("trained") / "esc10-qcnn6.onnx"
     return export_onnx(model, model_info(model, meta), out)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-wait contention
+    (modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

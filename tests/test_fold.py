@@ -16,13 +16,7 @@ from qedge.models import NAMES, build
 from qedge.nn import QuaternionConv2d, QuaternionLinear
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin-wait contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise_bn(bn: nn.BatchNorm2d, gen: torch.Generator) -> None:

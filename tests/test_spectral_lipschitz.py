@@ -27,13 +27,7 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Batch-1 passes: torch's OpenMP pool only competes with numpy here (2 cores, shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def local_lipschitz(model: nn.Module, x: torch.Tensor, iters: int = 6) -> float:
