@@ -87,3 +87,24 @@ def test_compress_cli_refuses_real_models(tiny, tmp_path) -> None:
                 {"labels": ["high", "low"], "features": FEATURES, "clip_seconds": 0.5, "task": "single-label"})
     result = CliRunner().invoke(app, ["compress", str(real), "--data", str(data), "--out", str(tmp_path / "x.qedge")])
     assert isinstance(result.exception, QedgeError) and "quaternion" in str(result.exception)
+
+
+def test_compress_cli_fine_tunes_with_spectral_clipping(tiny, tmp_path, monkeypatch) -> None:
+    """--clip-sv C --clip-every K during fine-tuning leaves every quaternion conv with σ_max ≤ C."""
+    from qedge.nn import QuaternionConv2d
+    from qedge.spectral import input_sizes, padded_grid, spectral_norm
+
+    data, base = tiny
+    monkeypatch.setenv("QEDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "clipped.qedge"
+    result = CliRunner().invoke(app, [
+        "compress", str(base), "--data", str(data), "--ratio", "0.5", "--layers", "all", "--finetune-epochs", "1",
+        "--batch-size", "4", "--device", "cpu", "--clip-sv", "0.5", "--clip-every", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    model, meta = load(out)
+    assert meta["history"][-1]["finetune_config"]["clip_sv"] == 0.5
+    sizes = input_sizes(model, (1, 4, 51, 32))
+    for name, layer in model.named_modules():
+        if isinstance(layer, QuaternionConv2d):
+            grid = padded_grid(sizes[name], layer.kernel_size, layer.dilation)  # the grid clipping bounds
+            assert spectral_norm(layer, grid) <= 0.5 * (1 + 1e-3), name

@@ -47,6 +47,9 @@ def compress(
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: half the "
                                        "dataset recipe's training lr)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (default: recipe)."),
+    clip_sv: Optional[float] = typer.Option(None, "--clip-sv", help="While fine-tuning, clip every quaternion "
+                                            "convolution's singular values to C (design.md §7)."),
+    clip_every: int = typer.Option(50, "--clip-every", help="Apply --clip-sv every K optimizer steps."),
     round_to: Optional[int] = typer.Option(None, "--round-to", help="Keep every pruned layer's real width a "
                                            "multiple of N (N a multiple of 4)."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Comma-separated ratios to run as a grid, "
@@ -121,6 +124,10 @@ def compress(
     console.print(f"unpruned {meta.get('arch')}: {metric} {base_metric:.4f} on {len(datasets.test)} held-out clips")
 
     train_overrides = _finetune_config(data, format, lr, batch_size, seed)
+    if clip_sv is not None:
+        if clip_sv <= 0 or clip_every <= 0:
+            raise QedgeError("--clip-sv and --clip-every must be positive")
+        train_overrides.update(clip_sv=float(clip_sv), clip_every=int(clip_every))
     kd_modes = [False, True] if kd_compare else [kd]
     grid = [CompressSettings(method=c, ratio=r, layers=layer_spec, round_to=round_to, kd=k,
                              kd_temperature=kd_temperature, finetune_epochs=finetune_epochs,
