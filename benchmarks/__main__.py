@@ -371,6 +371,25 @@ MARKDOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 }
 
 
+def _grouped_bars(ax: Any, x: Any, series: list[tuple[list[float], str]], width: float = 0.2) -> None:
+    """Side-by-side bars, one group per x position, one bar per (values, label) series."""
+    offset = (len(series) - 1) / 2
+    for i, (values, label) in enumerate(series):
+        ax.bar(x + (i - offset) * width, values, width, label=label)
+
+
+def _save(fig: Any, ax: Any, path: Path, grid_axis: str) -> Path:
+    """Grid, legend, tight layout, write the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3, axis=grid_axis)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_all(data: dict[str, dict[str, Any]], out: Path, slug: str) -> list[Path]:
     """PNG plots: latency vs MACs (fit + ceiling), backends bars, qconv ratios. Returns the files written."""
     import matplotlib
@@ -399,32 +418,19 @@ def plot_all(data: dict[str, dict[str, Any]], out: Path, slug: str) -> list[Path
         ax.set_xlabel("GMACs per window")
         ax.set_ylabel("ONNX Runtime fp32 latency (ms, batch 1)")
         ax.set_title(f"{d['arch']} w{d['width']:g} pruned ({d['layers']}), {slug}, {d['threads']} thread(s)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{slug}-macs.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / f"{slug}-macs.png", grid_axis="both"))
     if "backends" in data:
         rows = data["backends"]["rows"]
         ways = [("eager_quaternion", "PyTorch eager (quaternion)"), ("eager_folded", "PyTorch eager (folded)"),
                 ("ort_fp32", "ONNX Runtime fp32"), ("ort_int8", "ONNX Runtime int8")]
         fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(rows)), 4.5))
         x = np.arange(len(rows))
-        for i, (key, label) in enumerate(ways):
-            ax.bar(x + (i - 1.5) * 0.2, [r[f"{key}_ms"] for r in rows], 0.2, label=label)
+        _grouped_bars(ax, x, [([r[f"{key}_ms"] for r in rows], label) for key, label in ways])
         ax.set_xticks(x, [f"{r['arch']}\nw{r['width']:g} {r['window_s']:g}s" for r in rows], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms, batch 1, log scale)")
         ax.set_title(f"backends, {slug}, {data['backends'].get('threads', '?')} thread(s)")
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{slug}-backends.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / f"{slug}-backends.png", grid_axis="y"))
     if "qconv" in data:
         rows = data["qconv"]["rows"]
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -433,19 +439,12 @@ def plot_all(data: dict[str, dict[str, Any]], out: Path, slug: str) -> list[Path
                   ("train_naive16_over_assembled", "train: naive16 / assembled"),
                   ("infer_assembled_over_real", "infer: assembled / real"),
                   ("train_assembled_over_real", "train: assembled / real")]
-        for i, (key, label) in enumerate(series):
-            ax.bar(x + (i - 1.5) * 0.2, [r[key] for r in rows], 0.2, label=label)
+        _grouped_bars(ax, x, [([r[key] for r in rows], label) for key, label in series])
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(x, [r["layer"] for r in rows], fontsize=8)
         ax.set_ylabel("time ratio (> 1: first-named slower)")
         ax.set_title(f"quaternion conv, {slug}, {data['qconv'].get('threads', '?')} thread(s)")
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{slug}-qconv.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out / f"{slug}-qconv.png", grid_axis="y"))
     return written
 
 

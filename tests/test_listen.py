@@ -163,20 +163,25 @@ def test_file_fast_tags_timeline_and_summary(band_onnx, low_high_wav):
     assert summary["macs_per_window"] == 1_000_000 and summary["dropped_audio_s"] == 0
 
 
+class SpyBackend(OrtBackend):
+    """An ONNX Runtime backend that keeps a copy of every window it is given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list[np.ndarray] = []
+
+    def run(self, features):
+        self.seen.append(features.copy())
+        return super().run(features)
+
+
 def test_streamed_windows_equal_offline_features(band_onnx, low_high_wav):
     """The backend receives exactly the offline features (design.md §4) of each window."""
-    seen = []
-
-    class Spy(OrtBackend):
-        def run(self, features):
-            seen.append(features.copy())
-            return super().run(features)
-
-    listener = Listener(Spy(band_onnx), hop_s=0.5)
+    listener = Listener(spy := SpyBackend(band_onnx), hop_s=0.5)
     listener.run(FileSource(low_high_wav, SR, realtime=False))
     offline = LogMelDeltas(FeatureConfig()).compute(load_audio(low_high_wav, SR))
-    assert len(seen) == 7
-    for i, win in enumerate(seen):
+    assert len(spy.seen) == 7
+    for i, win in enumerate(spy.seen):
         end = WINDOW_FRAMES + i * 50
         np.testing.assert_allclose(win[0], offline[:, end - WINDOW_FRAMES:end], rtol=1e-4, atol=1e-3)
 
@@ -210,21 +215,14 @@ def test_stdin_stereo_48k_resampled_in_process(band_onnx):
     stereo = np.clip(0.2 * rng.standard_normal((3 * 48000, 2)), -1, 1)
     stereo[:, 1] *= 0.5
     pcm = (stereo * 32767).astype("<i2").tobytes()
-    seen = []
-
-    class Spy(OrtBackend):
-        def run(self, features):
-            seen.append(features.copy())
-            return super().run(features)
-
-    listener = Listener(Spy(band_onnx), hop_s=0.5)
+    listener = Listener(spy := SpyBackend(band_onnx), hop_s=0.5)
     source = StdinSource("s16le", 48000, 2, stream=io.BytesIO(pcm), blocksize=777)
     summary = listener.run(source)
     ref_mono = (np.frombuffer(pcm, "<i2").reshape(-1, 2) / 32768.0).mean(axis=1)
     ref = LogMelDeltas(FeatureConfig()).compute(resample(ref_mono, 48000, SR))
     assert summary["audio_s"] == pytest.approx(3.0, abs=0.01)
-    assert len(seen) == 5 == summary["windows"]
-    for i, win in enumerate(seen[:4]):  # away from the very end (resampler tail)
+    assert len(spy.seen) == 5 == summary["windows"]
+    for i, win in enumerate(spy.seen[:4]):  # away from the very end (resampler tail)
         end = WINDOW_FRAMES + i * 50
         np.testing.assert_allclose(win[0], ref[:, end - WINDOW_FRAMES:end], rtol=1e-4, atol=1e-3)
 
