@@ -144,9 +144,9 @@ def main() -> None:
         step("train a QCNN on ESC-10 (folds 1-3; fold 4 held out)",
              ["train", "--data", "esc10", "--out", str(base), *resume])
     if not pruned.exists():
-        step("compress: opnorm filter pruning, p = 0.5 on the later blocks, fine-tune",
+        step("compress: opnorm filter pruning, p = 0.5 on the later blocks, fine-tune (recipe: 40 epochs)",
              ["compress", str(base), "--data", "esc10", "--method", "opnorm", "--ratio", "0.5",
-              "--finetune-epochs", "20", "--out", str(pruned), "--report-dir", str(out / "compress")])
+              "--out", str(pruned), "--report-dir", str(out / "compress")])
     evaluation = last_json(step("evaluate the pruned model on the held-out fold",
                                 ["evaluate", str(pruned), "--data", "esc10", "--json",
                                  "--plot", str(out / "pruned-confusion.png")], capture=True))

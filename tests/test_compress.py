@@ -274,6 +274,27 @@ def test_pruned_model_reloads_and_folds(tmp_path) -> None:
     torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_prune_a_mean_norm_model_and_reload(tmp_path) -> None:
+    """The per-window log-mel mean removal in the model's front (mean_norm, the FSDD recipe) is
+    traced through by the dependency graph; the pruned model keeps it and reloads."""
+    from qedge.checkpoint import load, save
+
+    torch.manual_seed(0)
+    model = build("qcnn6", 10, width=0.25, n_mels=40, mean_norm=True).eval()
+    pruned = prune(model, "opnorm", 0.5).eval()
+    assert pruned.mean_norm and pruned.conv_block4.conv1.out_channels == model.conv_block4.conv1.out_channels // 2
+    x = torch.randn(2, 4, 101, 40)
+    with torch.no_grad():
+        expected = pruned(x)
+        torch.testing.assert_close(pruned(x + torch.tensor([7.0, 0, 0, 0]).view(1, 4, 1, 1)), expected,
+                                   rtol=1e-4, atol=1e-4)  # still blind to a log-mel offset
+    meta = {"labels": [str(i) for i in range(10)], "features": {"n_mels": 40}, "clip_seconds": 1.0,
+            "task": "single-label", "history": []}
+    again, _ = load(save(tmp_path / "p.qedge", pruned, meta))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected)
+
+
 # ---------------------------------------------------------------------------------------------
 # Distillation
 # ---------------------------------------------------------------------------------------------

@@ -108,3 +108,25 @@ def test_compress_cli_fine_tunes_with_spectral_clipping(tiny, tmp_path, monkeypa
         if isinstance(layer, QuaternionConv2d):
             grid = padded_grid(sizes[name], layer.kernel_size, layer.dilation)  # the grid clipping bounds
             assert spectral_norm(layer, grid) <= 0.5 * (1 + 1e-3), name
+
+
+def test_fine_tuning_reuses_the_training_augmentations(tiny, tmp_path, monkeypatch) -> None:
+    """Fine-tuning draws its training items like the model's training run did: with the recorded
+    trim and gain the same clip differs from draw to draw; with none recorded it does not."""
+    from qedge.compress.pipeline import load_datasets
+
+    data, base = tiny
+    monkeypatch.setenv("QEDGE_CACHE", str(tmp_path / "cache"))
+    _, meta = load(base)
+
+    def two_draws(record: dict) -> tuple[np.ndarray, np.ndarray]:
+        train = load_datasets(str(data), None, {**meta, "history": [{**meta["history"][0], **record}]}).train
+        torch.manual_seed(0)
+        first = train.features(0)
+        torch.manual_seed(1)
+        return first, train.features(0)
+
+    a, b = two_draws({"trim": 0.3, "gain_db": [-6.0, 6.0]})
+    assert not np.allclose(a, b)
+    a, b = two_draws({})
+    np.testing.assert_array_equal(a, b)

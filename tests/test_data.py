@@ -310,6 +310,32 @@ def test_gain_and_noise_at_snr():
     np.testing.assert_array_equal(a, b)
 
 
+def test_random_trim_silences_only_the_ends_of_the_sound(fsdd_root):
+    from qedge.data.augment import RandomTrim
+    from qedge.data.cache import crop_or_pad
+    from qedge.runtime.audio import load_audio
+
+    word = load_audio(fsdd_root / "recordings" / "6_george_0.wav", 8000)  # a spoken "six", 0.4 s
+    wave = crop_or_pad(word, 8000, 2000)  # placed at sample 2000 of a one-second window
+    span = np.flatnonzero(wave)
+    a, b = int(span[0]), int(span[-1]) + 1
+    cuts = []
+    for seed in range(20):
+        out = RandomTrim(0.4)(wave, torch.Generator().manual_seed(seed))
+        kept = np.flatnonzero(out)
+        head, tail = int(kept[0]) - a, b - int(kept[-1]) - 1
+        assert 0 <= head <= 0.4 * (b - a) + 1 and 0 <= tail <= 0.4 * (b - a) + 1
+        np.testing.assert_array_equal(out[kept[0]:kept[-1] + 1], wave[kept[0]:kept[-1] + 1])  # middle intact
+        assert not out[:kept[0]].any() and not out[kept[-1] + 1:].any()
+        cuts.append((head, tail))
+    assert len(set(cuts)) == 20 and max(h for h, _ in cuts) > 0.25 * (b - a)  # random, and reaching far
+    assert np.flatnonzero(wave).size == span.size  # the input is not modified
+    np.testing.assert_array_equal(RandomTrim(0.0)(wave), wave)
+    assert not RandomTrim(0.4)(np.zeros(100, np.float32)).any()
+    with pytest.raises(QedgeError, match="max_fraction"):
+        RandomTrim(1.0)
+
+
 def test_dataset_applies_wave_and_feature_augment(tmp_path):
     from qedge.data.augment import Mixup, RandomGain, SpecAugment
 

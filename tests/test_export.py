@@ -121,6 +121,24 @@ def test_non_standard_operator_is_refused(exported):
         check_standard_ops(proto)
 
 
+def test_mean_norm_model_exports_and_verifies(tmp_path, real_features):
+    """The per-window log-mel mean removal (mean_norm) traces to standard ReduceMean/Sub nodes and
+    matches PyTorch on real clips, at the fixed and at a dynamic window length."""
+    torch.manual_seed(3)
+    normed = build("qcnn6", num_classes=len(LABELS), width=0.25, mean_norm=True).eval()
+    meta = {**_meta(), "arch_kwargs": dict(normed.arch_kwargs)}
+    info = model_info(normed, meta, lipschitz=False)
+    path = export_onnx(normed, info, tmp_path / "mean-norm.onnx", dynamic_time=True)
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    report = verify_onnx(path, normed, real_features)
+    assert report["top1_agreement"] == 1.0 and report["max_abs_diff"] <= 1e-4 * report["max_abs_ref"]
+    longer = np.concatenate([real_features[:2], real_features[:2, :, :29]], axis=2)
+    got = ort_session(path).run(["scores"], {"features": longer})[0]
+    with torch.no_grad():
+        ref = torch.softmax(normed(torch.from_numpy(longer)), -1).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
 def test_dynamic_time_matches_pytorch(tmp_path, model, info, real_features):
     path = export_onnx(model, info, tmp_path / "dyn.onnx", dynamic_time=True)
     session = ort_session(path)

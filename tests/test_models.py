@@ -184,3 +184,36 @@ def test_bad_arguments() -> None:
         model(torch.randn(1, 4, 20, 32))
     with pytest.raises(ValueError, match="expected features"):
         model(torch.randn(20, 64))
+
+
+def test_mean_norm_makes_the_model_blind_to_recording_gain(esc10_root) -> None:
+    """With mean_norm, a louder recording (gain 3 = +9.5 dB on every log-mel bin) gives the same
+    logits; without it, the same weights give different logits."""
+    import numpy as np
+
+    from qedge.runtime.audio import load_audio
+    from qedge.runtime.features import FeatureConfig, LogMelDeltas
+
+    clip = sorted((esc10_root / "007 - Helicopter").glob("*.ogg"))[0]
+    wave = load_audio(clip, 32000)[32000:64000]  # one second, no digital silence (no bin at the floor)
+    extractor = LogMelDeltas(FeatureConfig())
+    quiet = torch.from_numpy(extractor.compute(wave)[None])
+    loud = torch.from_numpy(extractor.compute(np.float32(3.0) * wave)[None])
+    assert float((loud[0, 0] - quiet[0, 0]).median()) == pytest.approx(20 * np.log10(3.0), abs=1e-3)
+
+    torch.manual_seed(0)
+    normed = build("qcnn6", 10, width=0.25, mean_norm=True).eval()
+    plain = build("qcnn6", 10, width=0.25).eval()
+    plain.load_state_dict(normed.state_dict(), strict=True)  # parameter-free: same weights fit both
+    with torch.no_grad():
+        torch.testing.assert_close(normed(loud), normed(quiet), rtol=1e-4, atol=1e-4)
+        assert float((plain(loud) - plain(quiet)).abs().max()) > 1e-2
+
+
+def test_mean_norm_is_recorded_in_arch_kwargs() -> None:
+    model = build("qcnn6", 10, width=0.25, n_mels=32, mean_norm=True)
+    assert model.arch_kwargs == {"num_classes": 10, "width": 0.25, "n_mels": 32, "mean_norm": True}
+    assert build(model.arch, **model.arch_kwargs).mean_norm is True
+    assert "mean_norm" not in build("qcnn6", 10, mean_norm=False).arch_kwargs  # the default, as older files
+    with pytest.raises(QedgeError, match="mean_norm must be true or false"):
+        build("qcnn6", 10, mean_norm="yes")

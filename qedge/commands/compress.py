@@ -43,7 +43,8 @@ def compress(
     kd_compare: bool = typer.Option(False, "--kd-compare", help="Run every grid point twice, fine-tuned "
                                     "without and with KD (for the report)."),
     kd_temperature: float = typer.Option(2.0, "--kd-temperature", help="Distillation temperature T."),
-    finetune_epochs: int = typer.Option(5, "--finetune-epochs", help="Fine-tuning epochs after pruning (0: none)."),
+    finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs after pruning, "
+                                                  "0: none (default: the dataset recipe's, e.g. 20 for esc10)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: half the "
                                        "dataset recipe's training lr)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tuning batch size (default: recipe)."),
@@ -86,6 +87,10 @@ def compress(
             raise QedgeError(f"pruning ratio must be in [0, 1), got {r}")
     if round_to is not None and (round_to <= 0 or round_to % 4):
         raise QedgeError(f"--round-to must be a positive multiple of 4, got {round_to}")
+    if finetune_epochs is None:
+        from qedge.train import recipe_for
+
+        finetune_epochs = int(recipe_for(data, format)[1].get("finetune_epochs", 10))
     if finetune_epochs < 0 or kd_baseline_epochs < 0:
         raise QedgeError("epoch counts must be ≥ 0")
     if out.suffix != ".qedge":

@@ -76,8 +76,9 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     """Index ``data`` (``esc10`` | ``fsdd`` | a path), split it as the model was trained (its
     training record's test fold/speaker, else the format's held-out set) and wrap both halves in
     :class:`ClipDataset` with the model's features, clip length (training crops of the recorded
-    ``train_seconds``) and labels."""
+    ``train_seconds``), its waveform augmentations (trim, gain, noise) and labels."""
     from qedge.data import ClipDataset, find_dataset
+    from qedge.train import wave_augmentations
 
     index = find_dataset(data, fmt)
     rec = _train_record(meta)
@@ -85,7 +86,9 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     labels = list(meta["labels"])
     task = str(meta.get("task", index.task))
     train_seconds = rec.get("train_seconds") or meta["clip_seconds"]
-    train = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels)
+    augment = wave_augmentations({}, rec.get("gain_db"), rec.get("noise_snr_db"), rec.get("trim"))
+    train = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
+                        augment=augment or None)
     test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)
     c, t, m = test.feature_shape
     return Datasets(train=train, test=test, task=task, input_shape=(1, c, t, m))

@@ -2,8 +2,8 @@
 
 Three levels, by attribute ``level``:
 
-- ``"wave"`` (per clip, numpy waveform, before the features): :class:`RandomGain`,
-  :class:`AddNoise` (background noise at a chosen SNR).
+- ``"wave"`` (per clip, numpy waveform, before the features): :class:`RandomTrim` (cut-off
+  word or event edges), :class:`RandomGain`, :class:`AddNoise` (background noise at a chosen SNR).
 - ``"features"`` (per clip or per batch, torch ``(..., 4, T, M)``): :class:`SpecAugment` — the
   same time and mel masks on all four quaternion components (ψ, Δ1, Δ2, Δ3), so a masked bin is
   masked as a whole quaternion.
@@ -25,6 +25,7 @@ import torch
 from qedge.errors import QedgeError
 
 __all__ = [
+    "RandomTrim",
     "RandomGain",
     "AddNoise",
     "SpecAugment",
@@ -56,6 +57,36 @@ def _range(value: float | Sequence[float], name: str) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------
 # Waveform level
 # ----------------------------------------------------------------------------------------------
+class RandomTrim:
+    """Silence a random head and tail of the sound: with the sound spanning samples [a, b) of the
+    excerpt (first to last non-zero sample, L = b − a), zero [a, a + h) and [b − t, b) with
+    h, t ~ U(0, max_fraction · L) drawn independently.
+
+    What it teaches: to recognise a word or an event from part of it. Recordings are endpointed
+    differently (one FSDD speaker's "six" lacks the /s/ onset that the others have), and a live
+    stream's windows cut sounds at arbitrary points.
+    """
+
+    level = "wave"
+
+    def __init__(self, max_fraction: float = 0.4) -> None:
+        if not 0.0 <= max_fraction < 1.0:
+            raise QedgeError(f"trim: max_fraction must be in [0, 1), got {max_fraction}")
+        self.max_fraction = float(max_fraction)
+
+    def __call__(self, wave: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        sound = np.flatnonzero(wave)
+        head = _uniform(0.0, self.max_fraction, generator)
+        tail = _uniform(0.0, self.max_fraction, generator)
+        if sound.size < 2:
+            return wave
+        a, b = int(sound[0]), int(sound[-1]) + 1
+        out = wave.copy()
+        out[a : a + int(head * (b - a))] = 0
+        out[b - int(tail * (b - a)) : b] = 0
+        return out
+
+
 class RandomGain:
     """x · 10^(g/20), g ~ U(min_db, max_db)."""
 

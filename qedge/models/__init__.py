@@ -4,7 +4,7 @@
 ``forward`` maps features ``(B, 4, T, M)`` to logits ``(B, classes)``. Every model carries
 
 - ``.arch`` — its registry name, and ``.arch_kwargs`` — ``num_classes``, ``width`` and any extra
-  keyword (``n_mels``), so ``build(model.arch, **model.arch_kwargs)`` rebuilds it;
+  keyword (``n_mels``, ``mean_norm``), so ``build(model.arch, **model.arch_kwargs)`` rebuilds it;
 - ``.later_layers`` — module names of the convolutions of the later blocks (default pruning scope).
 
 Names: ``cnn6 cnn10 cnn14 resnet38`` (real, read the log-mel component), their quaternion twins
@@ -38,7 +38,7 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
 #: Registered model names.
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
-_EXTRA_KWARGS = {"n_mels"}
+_EXTRA_KWARGS = {"n_mels", "mean_norm"}
 
 
 def is_quaternion(name: str) -> bool:
@@ -49,8 +49,9 @@ def is_quaternion(name: str) -> bool:
 def build(name: str, num_classes: int = 527, width: float = 1.0, **kwargs: Any) -> nn.Module:
     """Build model ``name`` with ``num_classes`` outputs, channel widths scaled by ``width``.
 
-    Extra keywords: ``n_mels`` (mel bins of the input, default 64; sets ``bn0``). Unknown names
-    or bad values raise :class:`~qedge.errors.QedgeError` with one clear line.
+    Extra keywords: ``n_mels`` (mel bins of the input, default 64; sets ``bn0``) and ``mean_norm``
+    (remove each window's mean log-mel per bin before ``bn0``, default False; see
+    :func:`~qedge.models.blocks.subtract_log_mel_mean`). Unknown names or bad values raise :class:`~qedge.errors.QedgeError` with one clear line.
     """
     key = str(name).lower()
     if key not in _REGISTRY:
@@ -73,6 +74,11 @@ def build(name: str, num_classes: int = 527, width: float = 1.0, **kwargs: Any) 
         raise QedgeError(f"model '{key}': n_mels must be an integer ({exc})") from exc
     if kwargs["n_mels"] < 1:
         raise QedgeError(f"model '{key}': n_mels must be positive, got {kwargs['n_mels']}")
+    if "mean_norm" in kwargs:
+        if not isinstance(kwargs["mean_norm"], bool):
+            raise QedgeError(f"model '{key}': mean_norm must be true or false, got {kwargs['mean_norm']!r}")
+        if not kwargs["mean_norm"]:
+            del kwargs["mean_norm"]  # the default: keep arch_kwargs as older files have them
     cls, fixed = _REGISTRY[key]
     model = cls(num_classes=num_classes, width=width, **fixed, **kwargs)
     model.arch = key

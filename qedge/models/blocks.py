@@ -29,6 +29,7 @@ __all__ = [
     "pool2x2",
     "Pool2x2",
     "mel_batch_norm",
+    "subtract_log_mel_mean",
     "global_pool",
     "ConvBlock",
     "ConvBlock5x5",
@@ -115,6 +116,23 @@ def mel_batch_norm(bn0: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     if not torch.jit.is_tracing() and x.shape[-1] != bn0.num_features:
         raise ValueError(f"model was built for {bn0.num_features} mel bins, input has {x.shape[-1]}")
     return bn0(x.transpose(1, 3)).transpose(1, 3)
+
+
+def subtract_log_mel_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-window mean normalisation of the log-mel: ψ(t, m) ← ψ(t, m) − (1/T) Σ_τ ψ(τ, m).
+
+    ``x`` is (B, 4, T, M) with ψ in component 0; Δ1–Δ3 pass unchanged (differences along time
+    are already blind to a per-bin offset). A recording gain g adds 20·log10(g) dB to every ψ bin
+    and a fixed microphone or room response adds a per-bin offset; both cancel here, as in
+    cepstral mean normalisation of speech front ends. A projection along time: its operator norm
+    is 1, so it leaves Lipschitz bounds unchanged.
+    """
+    # ψ's mean, zero for the other components: (B, 1, 1, M) times a one-hot (1, C, 1, 1). A masked
+    # subtraction rather than a concatenation, so pruning's dependency tracing sees only
+    # element-wise ops on the input.
+    component0 = torch.zeros(1, x.shape[1], 1, 1, dtype=x.dtype, device=x.device)
+    component0[:, 0] = 1.0
+    return x - x[:, :1].mean(dim=2, keepdim=True) * component0
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,10 @@ channels); real baselines read component 0 (the log-mel) unless built multi-chan
 (``in_components=4``: the paper's ablation, MCCNN14). Output: logits ``(B, classes)``; the
 sigmoid / softmax belongs to the loss and to export.
 
+Front: optional ``mean_norm`` (each window's mean log-mel per bin removed,
+:func:`~qedge.models.blocks.subtract_log_mel_mean`: invariance to recording gain and microphone
+response; parameter-free, off in the reference models), then ``bn0``.
+
 Head (all families): mean over mel bins, max + mean over time, dropout 0.5, ``fc1`` (a
 :class:`~qedge.nn.QuaternionLinear` in quaternion models), ReLU, real ``fc_audioset`` → classes.
 
@@ -29,6 +33,7 @@ from qedge.models.blocks import (
     mel_batch_norm,
     pool2x2,
     scale_channels,
+    subtract_log_mel_mean,
 )
 from qedge.nn import QuaternionConv2d
 
@@ -49,7 +54,7 @@ class _PannsBase(nn.Module):
     """Shared front (bn0, input selection) and head (pooling, fc1, fc_audioset)."""
 
     def _init_front_head(self, num_classes: int, embedding: int, quaternion: bool, in_components: int,
-                         n_mels: int) -> None:
+                         n_mels: int, mean_norm: bool) -> None:
         if quaternion and in_components != 4:
             raise ValueError("a quaternion model reads all four input components (in_components=4)")
         if in_components not in (1, 2, 3, 4):
@@ -58,12 +63,16 @@ class _PannsBase(nn.Module):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.quaternion = quaternion
         self.in_components = in_components
+        self.mean_norm = bool(mean_norm)
         self.bn0 = nn.BatchNorm2d(n_mels)
         self.fc1 = make_linear(embedding, embedding, quaternion)
         self.fc_audioset = make_linear(embedding, num_classes, quaternion=False)
 
     def _front(self, x: torch.Tensor) -> torch.Tensor:
-        return mel_batch_norm(self.bn0, _check_input(x, self.in_components))
+        x = _check_input(x, self.in_components)
+        if self.mean_norm:
+            x = subtract_log_mel_mean(x)
+        return mel_batch_norm(self.bn0, x)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         x = global_pool(x)
@@ -87,13 +96,13 @@ class PannsCnn(_PannsBase):
     pool_last = True
 
     def __init__(self, num_classes: int = 527, width: float = 1.0, quaternion: bool = False,
-                 in_components: int | None = None, n_mels: int = 64) -> None:
+                 in_components: int | None = None, n_mels: int = 64, mean_norm: bool = False) -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
         in_components = (4 if quaternion else 1) if in_components is None else in_components
         channels = [scale_channels(c, width) for c in self.widths]
-        self._init_front_head(num_classes, channels[-1], quaternion, in_components, n_mels)
+        self._init_front_head(num_classes, channels[-1], quaternion, in_components, n_mels, mean_norm)
         in_ch = in_components
         for index, out_ch in enumerate(channels, start=1):
             setattr(self, f"conv_block{index}", self.block(in_ch, out_ch, quaternion))
@@ -149,7 +158,7 @@ class ResNet38(_PannsBase):
     embedding = 2048
 
     def __init__(self, num_classes: int = 527, width: float = 1.0, quaternion: bool = False,
-                 in_components: int | None = None, n_mels: int = 64) -> None:
+                 in_components: int | None = None, n_mels: int = 64, mean_norm: bool = False) -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
@@ -157,7 +166,7 @@ class ResNet38(_PannsBase):
         stem = scale_channels(64, width)
         planes = tuple(scale_channels(c, width) for c in self.stages)
         embedding = scale_channels(self.embedding, width)
-        self._init_front_head(num_classes, embedding, quaternion, in_components, n_mels)
+        self._init_front_head(num_classes, embedding, quaternion, in_components, n_mels, mean_norm)
         self.conv_block1 = ConvBlock(in_components, stem, quaternion)
         self.resnet = ResNetStack(stem, planes, self.layers, quaternion)  # type: ignore[arg-type]
         self.conv_block_after1 = ConvBlock(planes[-1], embedding, quaternion)
