@@ -55,7 +55,8 @@ def train(
     _model, meta = train_model(
         data, format=format, arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
         clip_seconds=clip_seconds, train_seconds=train_seconds, mixup=mixup, specaugment=specaugment,
-        trim=trim, mean_norm=mean_norm, out=out, seed=seed, device=device, amp=amp, workers=workers, clip_sv=clip_sv, clip_every=clip_every,
+        trim=trim, mean_norm=mean_norm, out=out, seed=seed, device=device, amp=amp, workers=workers,
+        clip_sv=clip_sv, clip_every=clip_every,
         test_fold=test_fold, test_speaker=test_speaker, cache_dir=cache_dir, resume=resume,
         progress=not as_json, log=log,
     )

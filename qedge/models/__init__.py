@@ -51,7 +51,8 @@ def build(name: str, num_classes: int = 527, width: float = 1.0, **kwargs: Any) 
 
     Extra keywords: ``n_mels`` (mel bins of the input, default 64; sets ``bn0``) and ``mean_norm``
     (remove each window's mean log-mel per bin before ``bn0``, default False; see
-    :func:`~qedge.models.blocks.subtract_log_mel_mean`). Unknown names or bad values raise :class:`~qedge.errors.QedgeError` with one clear line.
+    :func:`~qedge.models.blocks.subtract_log_mel_mean`). Unknown names or bad values raise
+    :class:`~qedge.errors.QedgeError` with one clear line.
     """
     key = str(name).lower()
     if key not in _REGISTRY:
