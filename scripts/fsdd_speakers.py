@@ -19,37 +19,34 @@ import numpy as np
 
 
 def held_out_speaker(speaker: str, out: Path) -> dict:
-    """Train with ``speaker`` held out; accuracy, per-digit recall and the confusion matrix."""
+    """Train with ``speaker`` held out; :func:`qedge.evaluate.evaluate` on that speaker."""
     from qedge.checkpoint import load, read_meta
     from qedge.compress.pipeline import load_datasets
-    from qedge.train import predict, train_model
+    from qedge.evaluate import evaluate
+    from qedge.train import train_model
 
     path = out / f"{speaker}.qedge"
     done = path.exists() and read_meta(path)["history"][-1].get("completed")
     model, meta = load(path) if done else train_model("fsdd", test_speaker=speaker, out=path, progress=True)
-    logits, targets = predict(model, load_datasets("fsdd", None, meta).test, batch_size=64)
-    labels = meta["labels"]
-    confusion = np.zeros((len(labels), len(labels)), dtype=int)
-    np.add.at(confusion, (targets, logits.argmax(1)), 1)
+    result = evaluate(model, meta, load_datasets("fsdd", None, meta).test, batch_size=64)
     record = meta["history"][-1]
     return {"speaker": speaker, "accuracy": record["accuracy"], "last_accuracy": record.get("last_accuracy"),
-            "best_epoch": record["best_epoch"], "seconds": record["seconds"], "labels": labels,
-            "confusion": confusion.tolist()}
+            "best_epoch": record["best_epoch"], "seconds": record["seconds"], "labels": result["labels"],
+            "per_class": result["per_class"], "confusion": result["confusion"]}
 
 
 def summary(results: list[dict]) -> tuple[str, dict]:
     rows, lines = [], ["| held-out speaker | accuracy (best / last epoch) | worst digit: recall, mistaken for |",
                        "|---|---:|---|"]
     for r in sorted(results, key=lambda r: r["speaker"]):
-        c = np.asarray(r["confusion"])
-        recall = np.diag(c) / c.sum(1)
-        worst = int(recall.argmin())
-        off = c[worst].copy()
-        off[worst] = 0
+        worst = min(range(len(r["labels"])), key=lambda i: r["per_class"][i]["recall"])
+        recall = r["per_class"][worst]["recall"]
+        mistakes = list(r["confusion"][worst])
+        mistakes[worst] = -1
         lines.append(f"| {r['speaker']} | {100 * r['accuracy']:.1f} % / {100 * r['last_accuracy']:.1f} % | "
-                     f"\"{r['labels'][worst]}\": {100 * recall[worst]:.0f} %, as \"{r['labels'][int(off.argmax())]}\" |")
+                     f"\"{r['labels'][worst]}\": {100 * recall:.0f} %, as \"{r['labels'][int(np.argmax(mistakes))]}\" |")
         rows.append({"speaker": r["speaker"], "accuracy": r["accuracy"], "last_accuracy": r["last_accuracy"],
-                     "worst_digit": r["labels"][worst], "worst_recall": float(recall[worst])})
+                     "worst_digit": r["labels"][worst], "worst_recall": recall})
     mean = float(np.mean([r["accuracy"] for r in rows]))
     lines.append(f"| **mean of {len(rows)}** | **{100 * mean:.1f} %** | |")
     return "\n".join(lines) + "\n", {"speakers": rows, "mean_accuracy": mean}
