@@ -51,7 +51,7 @@ __all__ = [
 #: Keys: arch, width, epochs, batch_size, lr, clip_seconds (evaluation/deployment window),
 #: train_seconds (random training crops; None = clip_seconds), features (FeatureConfig
 #: overrides), mean_norm (model option, see :func:`qedge.models.build`), mixup, specaugment,
-#: weight_decay, warmup_epochs, waveform augmentations (trim, gain_db, noise_snr_db; see
+#: weight_decay, warmup_epochs, waveform augmentations (trim, endpoint, gain_db, noise_snr_db; see
 #: :func:`wave_augmentations`) and finetune_epochs (``qedge compress``). Unknown datasets use
 #: "default".
 #:
@@ -74,8 +74,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train_seconds": None,
         "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 80, "n_mels": 40, "fmin": 20.0,
                      "fmax": 4000.0},
-        "mean_norm": True, "gain_db": [-20.0, 10.0], "mixup": 0.0, "specaugment": False, "weight_decay": 1e-2,
-        "warmup_epochs": 1.0, "finetune_epochs": 10,
+        "mean_norm": True, "gain_db": [-20.0, 10.0], "mixup": 0.0, "specaugment": False,
+        "weight_decay": 1e-2, "warmup_epochs": 1.0, "finetune_epochs": 10,
     },
     "default": {
         "arch": "qcnn10", "width": 0.5, "epochs": 30, "batch_size": 32, "lr": 2e-3, "clip_seconds": None,
@@ -679,18 +679,23 @@ def _pick(value: Any, default: Any) -> Any:
 
 
 def wave_augmentations(recipe: dict[str, Any], gain_db: Any = None, noise_snr_db: Any = None,
-                       trim: Any = None) -> list[Any]:
+                       trim: Any = None, endpoint: Any = None, sample_rate: int = 32000) -> list[Any]:
     """Waveform-level training augmentations of :mod:`qedge.data.augment`, in order: random trim
     (``trim`` = max fraction cut from each end of the sound, teaches recognition of partial words
-    and events), random gain (``gain_db`` = (min, max) dB, invariance to recording level) and
-    white noise at an SNR drawn from ``noise_snr_db``. ``0`` / ``(0, 0)`` / empty turns one off;
-    ``None`` takes the recipe's value. Fine-tuning (``qedge compress``) reuses the training run's."""
-    from qedge.data.augment import AddNoise, RandomGain, RandomTrim
+    and events), random endpointing (``endpoint`` = probability of cutting a clip's quiet edges at
+    10–25 dB below its loudest frame, as a voice-activity detector would), random gain (``gain_db``
+    = (min, max) dB, invariance to recording level) and white noise at an SNR drawn from
+    ``noise_snr_db``. ``0`` / ``(0, 0)`` / empty turns one off; ``None`` takes the recipe's value.
+    Fine-tuning (``qedge compress``) reuses the training run's."""
+    from qedge.data.augment import AddNoise, RandomEndpoint, RandomGain, RandomTrim
 
     out: list[Any] = []
     trim = _pick(trim, recipe.get("trim"))
     if trim:
         out.append(RandomTrim(float(trim)))
+    endpoint = _pick(endpoint, recipe.get("endpoint"))
+    if endpoint:
+        out.append(RandomEndpoint(p=float(endpoint), sample_rate=int(sample_rate)))
     gain = _pick(gain_db, recipe.get("gain_db"))
     if gain and tuple(gain) != (0, 0):
         out.append(RandomGain(float(gain[0]), float(gain[1])))
@@ -716,6 +721,7 @@ def train_model(
     specaugment: bool | None = None,
     mean_norm: bool | None = None,
     trim: float | None = None,
+    endpoint: float | None = None,
     gain_db: tuple[float, float] | None = None,
     noise_snr_db: tuple[float, float] | None = None,
     out: str | Path = "model.qedge",
@@ -778,7 +784,7 @@ def train_model(
         clip_seconds = longest_clip_seconds(index.clips)
     eval_set = ClipDataset(test_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir)
     clip_seconds = eval_set.clip_seconds
-    wave_aug = wave_augmentations(recipe, gain_db, noise_snr_db, trim)
+    wave_aug = wave_augmentations(recipe, gain_db, noise_snr_db, trim, endpoint, feat_cfg.sample_rate)
     train_set = ClipDataset(train_idx, feat_cfg, clip_seconds=_pick(train_seconds, clip_seconds), train=True,
                             cache_dir=cache_dir, augment=wave_aug or None)
     arch = str(_pick(arch, recipe["arch"]))
@@ -796,7 +802,7 @@ def train_model(
         "test_clips": len(test_idx), "test_fold": test_fold, "test_speaker": test_speaker,
         "train_seconds": float(train_set.clip_seconds), "arch": arch, "width": width, "mean_norm": mean_norm,
         "wave_augment": [type(t).__name__ for t in wave_aug],
-        "trim": _pick(trim, recipe.get("trim")),
+        "trim": _pick(trim, recipe.get("trim")), "endpoint": _pick(endpoint, recipe.get("endpoint")),
         "gain_db": _pick(gain_db, recipe.get("gain_db")), "noise_snr_db": _pick(noise_snr_db, recipe.get("noise_snr_db")),
         "train_config": config.to_dict(), "world_size": ctx.world_size, "device": ctx.device,
     }

@@ -130,3 +130,8 @@ def test_fine_tuning_reuses_the_training_augmentations(tiny, tmp_path, monkeypat
     assert not np.allclose(a, b)
     a, b = two_draws({})
     np.testing.assert_array_equal(a, b)
+    recorded = {"trim": 0.3, "endpoint": 0.5, "gain_db": [-6.0, 6.0]}
+    train = load_datasets(str(data), None, {**meta, "history": [{**meta["history"][0], **recorded}]}).train
+    kinds = [type(t).__name__ for t in train._wave_aug.transforms]
+    assert kinds == ["RandomTrim", "RandomEndpoint", "RandomGain"]
+    assert train._wave_aug.transforms[1].frame == meta["features"]["sample_rate"] // 100  # 10 ms frames

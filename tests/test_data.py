@@ -336,6 +336,42 @@ def test_random_trim_silences_only_the_ends_of_the_sound(fsdd_root):
         RandomTrim(1.0)
 
 
+def test_random_endpoint_cuts_only_quiet_edges(fsdd_root):
+    from qedge.data.augment import RandomEndpoint
+    from qedge.data.cache import crop_or_pad
+    from qedge.runtime.audio import load_audio
+
+    # george's "six": ~150 ms of /s/ some 20–30 dB below the vowel, then the vowel, then /ks/
+    word = load_audio(fsdd_root / "recordings" / "6_george_7.wav", 8000)
+    wave = crop_or_pad(word, 8000, 2000)
+    frames = wave[: wave.size // 80 * 80].reshape(-1, 80).astype(np.float64)
+    energy_db = 10 * np.log10(np.maximum(np.mean(frames**2, axis=1), 1e-30))
+
+    def kept_span(out: np.ndarray) -> tuple[int, int]:
+        kept = np.flatnonzero(out)
+        np.testing.assert_array_equal(out[kept[0]:kept[-1] + 1], wave[kept[0]:kept[-1] + 1])  # middle intact
+        assert not out[:kept[0]].any() and not out[kept[-1] + 1:].any()  # outside silenced
+        return int(kept[0]), int(kept[-1]) + 1
+
+    loose = kept_span(RandomEndpoint(60.0, 60.0, p=1.0)(wave))
+    strict = kept_span(RandomEndpoint(12.0, 12.0, p=1.0)(wave))
+    assert strict[0] - loose[0] > 800 and strict[1] < loose[1]  # the quiet /s/ (> 100 ms) and tail go
+    loudest = int(np.argmax(energy_db)) * 80
+    assert strict[0] <= loudest < strict[1]  # the vowel stays
+    head = energy_db[loose[0] // 80 : strict[0] // 80]
+    assert head.size and (head <= energy_db.max() - 12.0).all()  # only quiet frames were cut
+    # p: a fraction of the clips is left alone, and the draws differ
+    outs = [RandomEndpoint(10.0, 25.0, p=0.5)(wave, torch.Generator().manual_seed(s)) for s in range(40)]
+    untouched = sum(np.array_equal(o, wave) for o in outs)
+    assert 8 <= untouched <= 32 and len({kept_span(o) for o in outs}) > 5
+    np.testing.assert_array_equal(RandomEndpoint(p=0.0)(wave), wave)
+    assert not RandomEndpoint(p=1.0)(np.zeros(800, np.float32)).any()
+    with pytest.raises(QedgeError, match="endpoint"):
+        RandomEndpoint(p=1.5)
+    with pytest.raises(QedgeError, match="endpoint"):
+        RandomEndpoint(0.0, 10.0)
+
+
 def test_dataset_applies_wave_and_feature_augment(tmp_path):
     from qedge.data.augment import Mixup, RandomGain, SpecAugment
 

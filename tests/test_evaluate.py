@@ -42,7 +42,7 @@ def trained(fsdd_root, tmp_path_factory):
     cache = root / "cache"
     model = root / "tiny.qedge"
     proc = _run(["train", "--data", data, "--arch", "qcnn6", "--width", "0.125", "--epochs", "2",
-                 "--batch-size", "8", "--clip-seconds", "0.5", "--out", model, "--json"], cache)
+                 "--batch-size", "8", "--clip-seconds", "0.5", "--endpoint", "0.5", "--out", model, "--json"], cache)
     assert proc.returncode == 0, proc.stderr
     return data, model, cache, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -59,6 +59,7 @@ def test_train_cli_writes_model_and_summary(trained):
     assert meta["labels"] == ["0", "1"] and meta["clip_seconds"] == 0.5
     rec = meta["history"][-1]
     assert rec["step"] == "train" and len(rec["epochs"]) == 2 and rec["macs"] == summary["macs"]
+    assert rec["endpoint"] == 0.5 and "RandomEndpoint" in rec["wave_augment"]  # the option reached training
 
 
 def test_evaluate_cli_json_matches_library(trained, tmp_path):

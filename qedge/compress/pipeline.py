@@ -76,7 +76,7 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     """Index ``data`` (``esc10`` | ``fsdd`` | a path), split it as the model was trained (its
     training record's test fold/speaker, else the format's held-out set) and wrap both halves in
     :class:`ClipDataset` with the model's features, clip length (training crops of the recorded
-    ``train_seconds``), its waveform augmentations (trim, gain, noise) and labels."""
+    ``train_seconds``), its waveform augmentations (trim, endpoint, gain, noise) and labels."""
     from qedge.data import ClipDataset, find_dataset
     from qedge.train import wave_augmentations
 
@@ -86,7 +86,8 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     labels = list(meta["labels"])
     task = str(meta.get("task", index.task))
     train_seconds = rec.get("train_seconds") or meta["clip_seconds"]
-    augment = wave_augmentations({}, rec.get("gain_db"), rec.get("noise_snr_db"), rec.get("trim"))
+    augment = wave_augmentations({}, rec.get("gain_db"), rec.get("noise_snr_db"), rec.get("trim"), rec.get("endpoint"),
+                                 int(meta["features"]["sample_rate"]))
     train = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
                         augment=augment or None)
     test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)

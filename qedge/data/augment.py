@@ -3,7 +3,8 @@
 Three levels, by attribute ``level``:
 
 - ``"wave"`` (per clip, numpy waveform, before the features): :class:`RandomTrim` (cut-off
-  word or event edges), :class:`RandomGain`, :class:`AddNoise` (background noise at a chosen SNR).
+  word or event edges), :class:`RandomEndpoint` (edges cut by an energy threshold, as a voice
+  activity detector does), :class:`RandomGain`, :class:`AddNoise` (background noise at a chosen SNR).
 - ``"features"`` (per clip or per batch, torch ``(..., 4, T, M)``): :class:`SpecAugment` — the
   same time and mel masks on all four quaternion components (ψ, Δ1, Δ2, Δ3), so a masked bin is
   masked as a whole quaternion.
@@ -26,6 +27,7 @@ from qedge.errors import QedgeError
 
 __all__ = [
     "RandomTrim",
+    "RandomEndpoint",
     "RandomGain",
     "AddNoise",
     "SpecAugment",
@@ -84,6 +86,49 @@ class RandomTrim:
         out = wave.copy()
         out[a : a + int(head * (b - a))] = 0
         out[b - int(tail * (b - a)) : b] = 0
+        return out
+
+
+class RandomEndpoint:
+    """Endpoint the sound at a random energy threshold, as a voice-activity detector would.
+
+    With frame energies E_k = 10·log10(mean x² over frame k) (non-overlapping frames of
+    ``frame_seconds``), keep the frames from the first to the last with E_k > max_j E_j − θ,
+    θ ~ U(min_db, max_db), and zero everything outside; applied to a clip with probability ``p``.
+
+    Unlike :class:`RandomTrim`, what goes is what is quiet: weak fricatives and stop releases at a
+    word's edges (the /s/ of "six" sits 20–30 dB below its vowel). Recordings are endpointed by
+    different tools at different thresholds — one FSDD speaker's words come cut this way — so the
+    model learns to recognise a word with and without its quiet edges.
+    """
+
+    level = "wave"
+
+    def __init__(self, min_db: float = 10.0, max_db: float = 25.0, p: float = 0.5,
+                 sample_rate: int = 8000, frame_seconds: float = 0.01) -> None:
+        self.min_db, self.max_db = _range((min_db, max_db), "endpoint")
+        if self.min_db <= 0:
+            raise QedgeError(f"endpoint: thresholds are dB below the loudest frame, > 0; got {min_db}")
+        if not 0.0 <= p <= 1.0:
+            raise QedgeError(f"endpoint: p must be in [0, 1], got {p}")
+        self.p = float(p)
+        self.frame = max(1, int(round(sample_rate * frame_seconds)))
+
+    def __call__(self, wave: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        apply = _uniform(0.0, 1.0, generator) < self.p
+        threshold = _uniform(self.min_db, self.max_db, generator)
+        n = wave.shape[0] // self.frame
+        if not apply or n < 2:
+            return wave
+        frames = wave[: n * self.frame].reshape(n, self.frame).astype(np.float64)
+        energy = np.mean(np.square(frames), axis=1)
+        if energy.max() <= 0.0:
+            return wave
+        energy_db = 10.0 * np.log10(np.maximum(energy, 1e-30))
+        loud = np.flatnonzero(energy_db > energy_db.max() - threshold)
+        out = wave.copy()
+        out[: loud[0] * self.frame] = 0
+        out[(loud[-1] + 1) * self.frame :] = 0
         return out
 
 
