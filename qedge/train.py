@@ -63,6 +63,8 @@ __all__ = [
 #: held-out speaker. The five speakers' recording levels differ by ~15 dB, so the model removes
 #: each window's mean log-mel per bin (mean_norm: blind to gain and microphone response) and
 #: trains with random gain (−20…+10 dB), which also varies the level above the noise floor.
+#: 60 epochs rather than 30: +2.7 points on the held-out speaker (three seeds, best and last
+#: epoch alike); over the five held-out speakers +1.9 at the best epoch, level at the last.
 RECIPES: dict[str, dict[str, Any]] = {
     "esc10": {
         "arch": "qcnn6", "width": 0.25, "epochs": 30, "batch_size": 16, "lr": 5e-3, "clip_seconds": 5.0,
@@ -70,7 +72,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 1e-2, "warmup_epochs": 1.0, "finetune_epochs": 40,
     },
     "fsdd": {
-        "arch": "qcnn6", "width": 0.25, "epochs": 30, "batch_size": 32, "lr": 3e-3, "clip_seconds": 1.0,
+        "arch": "qcnn6", "width": 0.25, "epochs": 60, "batch_size": 32, "lr": 3e-3, "clip_seconds": 1.0,
         "train_seconds": None,
         "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 80, "n_mels": 40, "fmin": 20.0,
                      "fmax": 4000.0},
