@@ -680,28 +680,25 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def wave_augmentations(recipe: dict[str, Any], gain_db: Any = None, noise_snr_db: Any = None,
-                       trim: Any = None, endpoint: Any = None, sample_rate: int = 32000) -> list[Any]:
-    """Waveform-level training augmentations of :mod:`qedge.data.augment`, in order: random trim
-    (``trim`` = max fraction cut from each end of the sound, teaches recognition of partial words
-    and events), random endpointing (``endpoint`` = probability of cutting a clip's quiet edges at
-    10–25 dB below its loudest frame, as a voice-activity detector would), random gain (``gain_db``
-    = (min, max) dB, invariance to recording level) and white noise at an SNR drawn from
-    ``noise_snr_db``. ``0`` / ``(0, 0)`` / empty turns one off; ``None`` takes the recipe's value.
-    Fine-tuning (``qedge compress``) reuses the training run's."""
+def wave_augmentations(settings: dict[str, Any], sample_rate: int) -> list[Any]:
+    """Waveform-level training augmentations of :mod:`qedge.data.augment` from a recipe or a
+    training record's keys, in order: random trim (``trim`` = max fraction cut from each end of
+    the sound, teaches recognition of partial words and events), random endpointing (``endpoint``
+    = probability of cutting a clip's quiet edges at 10–25 dB below its loudest frame, as a
+    voice-activity detector would), random gain (``gain_db`` = (min, max) dB, invariance to
+    recording level) and white noise at an SNR drawn from ``noise_snr_db``. A missing key, ``0``
+    or ``(0, 0)`` turns one off. Fine-tuning (``qedge compress``) passes the training record."""
     from qedge.data.augment import AddNoise, RandomEndpoint, RandomGain, RandomTrim
 
     out: list[Any] = []
-    trim = _pick(trim, recipe.get("trim"))
-    if trim:
-        out.append(RandomTrim(float(trim)))
-    endpoint = _pick(endpoint, recipe.get("endpoint"))
-    if endpoint:
-        out.append(RandomEndpoint(p=float(endpoint), sample_rate=int(sample_rate)))
-    gain = _pick(gain_db, recipe.get("gain_db"))
+    if settings.get("trim"):
+        out.append(RandomTrim(float(settings["trim"])))
+    if settings.get("endpoint"):
+        out.append(RandomEndpoint(p=float(settings["endpoint"]), sample_rate=int(sample_rate)))
+    gain = settings.get("gain_db")
     if gain and tuple(gain) != (0, 0):
         out.append(RandomGain(float(gain[0]), float(gain[1])))
-    snr = _pick(noise_snr_db, recipe.get("noise_snr_db"))
+    snr = settings.get("noise_snr_db")
     if snr and tuple(snr) != (0, 0):
         out.append(AddNoise(snr_db=(float(snr[0]), float(snr[1]))))
     return out
@@ -786,7 +783,10 @@ def train_model(
         clip_seconds = longest_clip_seconds(index.clips)
     eval_set = ClipDataset(test_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir)
     clip_seconds = eval_set.clip_seconds
-    wave_aug = wave_augmentations(recipe, gain_db, noise_snr_db, trim, endpoint, feat_cfg.sample_rate)
+    wave_settings = {"trim": _pick(trim, recipe.get("trim")), "endpoint": _pick(endpoint, recipe.get("endpoint")),
+                     "gain_db": _pick(gain_db, recipe.get("gain_db")),
+                     "noise_snr_db": _pick(noise_snr_db, recipe.get("noise_snr_db"))}
+    wave_aug = wave_augmentations(wave_settings, sample_rate=feat_cfg.sample_rate)
     train_set = ClipDataset(train_idx, feat_cfg, clip_seconds=_pick(train_seconds, clip_seconds), train=True,
                             cache_dir=cache_dir, augment=wave_aug or None)
     arch = str(_pick(arch, recipe["arch"]))
@@ -803,9 +803,7 @@ def train_model(
         "data": str(data), "format": index.format, "recipe": recipe_name, "train_clips": len(train_idx),
         "test_clips": len(test_idx), "test_fold": test_fold, "test_speaker": test_speaker,
         "train_seconds": float(train_set.clip_seconds), "arch": arch, "width": width, "mean_norm": mean_norm,
-        "wave_augment": [type(t).__name__ for t in wave_aug],
-        "trim": _pick(trim, recipe.get("trim")), "endpoint": _pick(endpoint, recipe.get("endpoint")),
-        "gain_db": _pick(gain_db, recipe.get("gain_db")), "noise_snr_db": _pick(noise_snr_db, recipe.get("noise_snr_db")),
+        "wave_augment": [type(t).__name__ for t in wave_aug], **wave_settings,
         "train_config": config.to_dict(), "world_size": ctx.world_size, "device": ctx.device,
     }
     rpath = checkpoint.resume_path(out)

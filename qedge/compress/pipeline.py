@@ -86,8 +86,7 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     labels = list(meta["labels"])
     task = str(meta.get("task", index.task))
     train_seconds = rec.get("train_seconds") or meta["clip_seconds"]
-    augment = wave_augmentations({}, rec.get("gain_db"), rec.get("noise_snr_db"), rec.get("trim"), rec.get("endpoint"),
-                                 int(meta["features"]["sample_rate"]))
+    augment = wave_augmentations(rec, sample_rate=int(meta["features"]["sample_rate"]))
     train = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
                         augment=augment or None)
     test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)
