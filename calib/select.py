@@ -2,29 +2,36 @@
 
 INT8 scales are only as good as the clips they are measured on: a set that covers every class and
 is drawn from the *training* split (never the held-out clips used to report accuracy) is the
-recommended practice for static quantization. Dataset listing and the held-out split are
-:mod:`qedge.data`'s (``find_dataset(...).split()``: ESC — the highest fold; FSDD — the last
-speaker; others — a deterministic 20 %), whose index modules are torch-free, so this runs on a
-device that has only the runtime.
+recommended practice for static quantization. Dataset listing is
+:mod:`qedge.data`'s; the held-out split is the model's (:meth:`qedge.meta.ModelRecord.test_split`:
+the fold or speaker it was trained without), else the dataset's default rule (ESC — the highest
+fold; FSDD — the last speaker; others — a deterministic 20 %). All of it is torch-free, so this runs
+on a device that has only the runtime.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from qedge.data.index import Clip, ClipIndex, find_dataset
 from qedge.errors import QedgeError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from qedge.meta import ModelRecord
+
 __all__ = ["stratified", "split_dataset", "select_calibration", "held_out"]
 
 
-def split_dataset(data: str | Path) -> tuple[ClipIndex, ClipIndex]:
-    """(train, held-out) :class:`~qedge.data.index.ClipIndex` of ``data`` (name or folder)."""
-    return find_dataset(data).split()
+def split_dataset(data: str | Path, record: "ModelRecord | None" = None) -> tuple[ClipIndex, ClipIndex]:
+    """(train, held-out) :class:`~qedge.data.index.ClipIndex` of ``data`` (name or folder): the split
+    ``record``'s model was trained with (:meth:`~qedge.meta.ModelRecord.test_split`), or the
+    dataset's default rule when no record is given."""
+    index = find_dataset(data)
+    return record.test_split(index) if record is not None else index.split()
 
 
 def stratified(clips: Sequence[Clip], n: int, seed: int = 0) -> list[Clip]:
@@ -54,14 +61,17 @@ def stratified(clips: Sequence[Clip], n: int, seed: int = 0) -> list[Clip]:
     return picked
 
 
-def select_calibration(data: str | Path, n: int = 64, seed: int = 0) -> list[Clip]:
-    """``n`` representative clips of the *training* split of ``data``."""
-    train, _ = split_dataset(data)
+def select_calibration(data: str | Path, n: int = 64, seed: int = 0,
+                       record: "ModelRecord | None" = None) -> list[Clip]:
+    """``n`` representative clips of the *training* split of ``data`` (as ``record``'s model was trained)."""
+    train, _ = split_dataset(data, record)
     return stratified(list(train), n, seed)
 
 
-def held_out(data: str | Path, n: int | None = None, seed: int = 0) -> tuple[list[Clip], list[str]]:
-    """The held-out clips of ``data`` (all, or a stratified ``n``) and the dataset's label vocabulary."""
-    _, test = split_dataset(data)
+def held_out(data: str | Path, n: int | None = None, seed: int = 0,
+             record: "ModelRecord | None" = None) -> tuple[list[Clip], list[str]]:
+    """The held-out clips of ``data`` (all, or a stratified ``n``; as ``record``'s model was trained)
+    and the dataset's label vocabulary."""
+    _, test = split_dataset(data, record)
     clips = list(test) if n is None else stratified(list(test), n, seed)
     return clips, list(test.labels)

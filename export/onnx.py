@@ -62,14 +62,12 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 # ----------------------------------------------------------------------------------------------
 def window_frames_for(meta: Mapping[str, Any]) -> int:
     """Frames in one model window: ``FeatureConfig.num_frames(round(clip_seconds · sample_rate))``."""
-    from qedge.runtime.features import FeatureConfig
+    from qedge.meta import ModelRecord
 
     try:
-        config = FeatureConfig.from_dict(dict(meta["features"]))
-        seconds = float(meta["clip_seconds"])
+        return ModelRecord.from_meta(meta).window_frames()
     except (KeyError, TypeError, ValueError) as exc:
         raise QedgeError(f"model metadata lacks a usable features/clip_seconds entry ({exc})") from exc
-    return int(config.num_frames(int(round(seconds * config.sample_rate))))
 
 
 def model_info(
@@ -86,7 +84,7 @@ def model_info(
     ``params`` counts the quaternion model's parameters (¼ of the folded real ones per layer,
     design.md §3). The Lipschitz bound (design.md §7: the product of per-layer operator norms) is
     taken from ``meta["lipschitz"]`` when the model file records one, else computed with
-    ``qedge.spectral.lipschitz_report`` when ``lipschitz`` is true and the module exists (opt-in:
+    ``qedge.spectral.lipschitz_report`` when ``lipschitz`` is true (opt-in:
     exact per-layer singular values at the window size take minutes for a full-width QCNN14).
     """
     from qedge.profile import profile
@@ -107,17 +105,14 @@ def model_info(
     if isinstance(meta.get("lipschitz"), (int, float)):
         bound = float(meta["lipschitz"])
     elif lipschitz:
+        from qedge.spectral import lipschitz_report
+
         try:
-            from qedge.spectral import lipschitz_report  # type: ignore[attr-defined]
-        except ImportError:
-            lipschitz_report = None  # the spectral helper's tools are optional here
-        if lipschitz_report is not None:
-            try:
-                bound = float(lipschitz_report(model, input_shape=shape).bound)
-            except (NotImplementedError, ValueError, TypeError) as exc:
-                warnings.warn(f"Lipschitz bound not computed: {exc}")
-            if bound is not None and not math.isfinite(bound):
-                bound = None
+            bound = float(lipschitz_report(model, input_shape=shape).bound)
+        except (NotImplementedError, ValueError, TypeError) as exc:
+            warnings.warn(f"Lipschitz bound not computed: {exc}")
+        if bound is not None and not math.isfinite(bound):
+            bound = None
     arch = {"name": str(meta.get("arch", getattr(model, "arch", "unknown"))),
             "kwargs": dict(meta.get("arch_kwargs", getattr(model, "arch_kwargs", {})))}
     return ModelInfo(

@@ -20,6 +20,7 @@ from qedge.errors import QedgeError
 from qedge.runtime.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
+    from qedge.meta import ModelRecord
     from rich.console import Console
     from torch import nn
 
@@ -91,12 +92,24 @@ def evaluate_onnx(onnx_path: str | Path, x: np.ndarray, targets: np.ndarray | No
             "accuracy": float((pred == targets).mean()) if targets is not None else None}
 
 
-def held_out_features(data: str, info: ModelInfo, limit: int | None, warnings: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features and (model-label) targets of the held-out split of ``data`` (all or a stratified ``limit``)."""
+def split_record(meta: Mapping[str, Any], data: str) -> "ModelRecord | None":
+    """The model's record when ``data`` is the data it was trained on (so its held-out fold or
+    speaker applies, :meth:`~qedge.meta.ModelRecord.test_split`); ``None`` for other data, which
+    is split by its own default rule."""
+    from qedge.meta import ModelRecord, train_record
+
+    trained_on = train_record(meta).get("data") or model_data(meta)
+    return ModelRecord.from_meta(meta) if trained_on is not None and str(data) == str(trained_on) else None
+
+
+def held_out_features(data: str, info: ModelInfo, limit: int | None, warnings: list[str],
+                      record: "ModelRecord | None" = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features and (model-label) targets of the held-out split of ``data`` (all or a stratified
+    ``limit``): the split ``record``'s model was trained with, else the dataset's default rule."""
     from qedge.calib.reader import features_array
     from qedge.calib.select import held_out
 
-    clips, _ = held_out(data, limit)
+    clips, _ = held_out(data, limit, record=record)
     x = features_array(clips, info.features, info.window_frames)
     targets = label_indices([c.labels[0] if c.labels else "" for c in clips], info.labels)
     if targets is None:
@@ -153,7 +166,7 @@ def run(
     data = verify_data or model_data(meta)
     with status("computing verification features"):
         if data:
-            x_verify, _ = held_out_features(str(data), info, verify_size, warnings)
+            x_verify, _ = held_out_features(str(data), info, verify_size, warnings, split_record(meta, data))
             report["verify_source"] = f"{len(x_verify)} held-out clips of {data}"
         else:
             x_verify = generated_features(info, verify_size)
@@ -194,7 +207,7 @@ def run(
             raise QedgeError("--int8 needs calibration clips: pass --calib-data esc10|fsdd|FOLDER")
         q_path = int8_path(out)
         with status(f"calibrating on {calib_size} clips of {calib} and writing {q_path}"):
-            clips = select_calibration(str(calib), calib_size)
+            clips = select_calibration(str(calib), calib_size, record=split_record(meta, calib))
             reader = FeatureReader(clips, info.features, info.window_frames)
             quantize_int8(out, q_path, reader, method=calib_method, first_conv_fp32=first_conv_fp32)
         import onnx
@@ -204,7 +217,8 @@ def run(
                                  "method": calib_method, "first_conv_fp32": first_conv_fp32, "qdq": summary}
         eval_data = data or calib
         with status(f"evaluating fp32 and INT8 on the held-out split of {eval_data}"):
-            x_test, targets = held_out_features(str(eval_data), info, eval_size, warnings)
+            x_test, targets = held_out_features(str(eval_data), info, eval_size, warnings,
+                                                split_record(meta, eval_data))
             ref, q = evaluate_onnx(out, x_test, targets), evaluate_onnx(q_path, x_test, targets)
         entry.update({
             "eval_clips": int(len(x_test)),

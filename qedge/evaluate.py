@@ -95,7 +95,9 @@ def _eval_dataset(meta: dict[str, Any], index_or_dataset: Any, split: str, cache
         return ds
     index = index_or_dataset
     if split == "test":
-        index = index.split()[1]
+        from qedge.meta import ModelRecord
+
+        index = ModelRecord.from_meta(meta).test_split(index)[1]
     elif split != "all":
         raise QedgeError(f"--split must be 'test' or 'all', got {split!r}")
     known = set(meta["labels"])
@@ -121,7 +123,8 @@ def evaluate(
     device: str = "cpu",
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` on a :class:`~qedge.data.ClipIndex` (its held-out split, or ``split="all"``)
+    """Score ``model`` on a :class:`~qedge.data.ClipIndex` (the held-out split the model was trained
+    with, :meth:`qedge.meta.ModelRecord.test_split`, or ``split="all"``)
     or on a ready dataset; labels are matched by name to ``meta['labels']``.
 
     Returns ``{"task", "n", "labels", "accuracy" | "map", "per_class": [...], "confusion"}``:

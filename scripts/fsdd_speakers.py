@@ -21,14 +21,14 @@ import numpy as np
 def held_out_speaker(speaker: str, out: Path) -> dict:
     """Train with ``speaker`` held out; :func:`qedge.evaluate.evaluate` on that speaker."""
     from qedge.checkpoint import load, read_meta
-    from qedge.compress.pipeline import load_datasets
+    from qedge.data import find_dataset
     from qedge.evaluate import evaluate
     from qedge.train import train_model
 
     path = out / f"{speaker}.qedge"
     done = path.exists() and read_meta(path)["history"][-1].get("completed")
     model, meta = load(path) if done else train_model("fsdd", test_speaker=speaker, out=path, progress=True)
-    result = evaluate(model, meta, load_datasets("fsdd", None, meta).test, batch_size=64)
+    result = evaluate(model, meta, find_dataset("fsdd"), batch_size=64)  # the model's held-out speaker
     record = meta["history"][-1]
     return {"speaker": speaker, "accuracy": record["accuracy"], "last_accuracy": record.get("last_accuracy"),
             "best_epoch": record["best_epoch"], "seconds": record["seconds"], "labels": result["labels"],

@@ -14,7 +14,7 @@ def evaluate(
     model: Path = typer.Argument(..., help="Model file (.qedge) written by 'qedge train' or 'qedge compress'."),
     data: str = typer.Option(..., "--data", help="'esc10', 'fsdd' (the shared recordings) or a dataset path."),
     format: Optional[str] = typer.Option(None, "--format", help="Dataset format: esc, fsdd, folder, csv, audioset, gtzan (default: detect)."),
-    split: str = typer.Option("test", "--split", help="'test': the dataset's held-out split; 'all': every clip under --data."),
+    split: str = typer.Option("test", "--split", help="'test': the held-out split the model was trained with (its --test-fold / --test-speaker, else the dataset's default); 'all': every clip under --data."),
     batch_size: int = typer.Option(32, "--batch-size", help="Clips per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache folder (default: $QEDGE_CACHE or ~/.cache/qedge)."),

@@ -64,25 +64,18 @@ def metric_name(task: str) -> str:
     return "map" if task == "multi-label" else "accuracy"
 
 
-def _train_record(meta: dict[str, Any]) -> dict[str, Any]:
-    """The model's training record (``step: train`` in its history), or ``{}``."""
-    for rec in meta.get("history") or []:
-        if isinstance(rec, dict) and rec.get("step") == "train":
-            return rec
-    return {}
-
-
 def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     """Index ``data`` (``esc10`` | ``fsdd`` | a path), split it as the model was trained (its
     training record's test fold/speaker, else the format's held-out set) and wrap both halves in
     :class:`ClipDataset` with the model's features, clip length (training crops of the recorded
     ``train_seconds``), its waveform augmentations (trim, endpoint, gain, noise) and labels."""
     from qedge.data import ClipDataset, find_dataset
+    from qedge.meta import ModelRecord, train_record
     from qedge.train import wave_augmentations
 
     index = find_dataset(data, fmt)
-    rec = _train_record(meta)
-    train_idx, test_idx = index.split(test_fold=rec.get("test_fold"), test_speaker=rec.get("test_speaker"))
+    rec = train_record(meta)
+    train_idx, test_idx = ModelRecord.from_meta(meta).test_split(index)
     labels = list(meta["labels"])
     task = str(meta.get("task", index.task))
     train_seconds = rec.get("train_seconds") or meta["clip_seconds"]

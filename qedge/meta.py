@@ -1,0 +1,107 @@
+"""The model record: one typed definition of what a model file says about its model.
+
+A ``.qedge`` file's JSON header (``meta``, design.md §8) is read through :class:`ModelRecord`
+instead of as an untyped dict, so every command answers the same questions the same way — above
+all *which clips are held out*: the split the model was trained with (``qedge train --test-fold`` /
+``--test-speaker``, kept in the ``step: train`` history record), else the dataset's default rule.
+``qedge evaluate``, ``qedge export`` (its accuracy check and its INT8 calibration clips) and
+``qedge compress`` all call :meth:`ModelRecord.test_split`.
+
+Torch-free (the calibration tools use it on devices without torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+from qedge.errors import QedgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from qedge.data.index import ClipIndex
+
+__all__ = ["ModelRecord", "train_record"]
+
+
+def train_record(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``step: train`` record of a model's history (the first one), or ``{}``."""
+    for rec in meta.get("history") or []:
+        if isinstance(rec, dict) and rec.get("step") == "train":
+            return rec
+    return {}
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What a model file records about its model.
+
+    arch / arch_kwargs: the architecture's registry name and constructor arguments.
+    labels: class names in output order.  task: ``"single-label"`` or ``"multi-label"``.
+    features: ``FeatureConfig.to_dict()``.  clip_seconds: the scoring window in seconds.
+    train_seconds: the training crop (defaults to ``clip_seconds``).
+    test_fold / test_speaker: the held-out split the model was trained with (``None``: the
+    dataset's default rule).  history: the training / compression steps, oldest first.
+    """
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    labels: list[str]
+    task: str
+    features: dict[str, Any]
+    clip_seconds: float
+    train_seconds: float | None = None
+    test_fold: str | None = None
+    test_speaker: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], source: str = "model") -> "ModelRecord":
+        """Read a model file's ``meta``; a missing key is a one-line :class:`QedgeError`."""
+        missing = [k for k in ("arch", "labels", "features", "clip_seconds") if k not in meta]
+        if missing:
+            raise QedgeError(f"{source}: model metadata lacks {', '.join(missing)}")
+        rec = train_record(meta)
+        fold = rec.get("test_fold")
+        try:
+            return cls(
+                arch=str(meta["arch"]),
+                arch_kwargs=dict(meta.get("arch_kwargs") or {}),
+                labels=[str(x) for x in meta["labels"]],
+                task=str(meta.get("task", "single-label")),
+                features=dict(meta["features"]),
+                clip_seconds=float(meta["clip_seconds"]),
+                train_seconds=float(rec["train_seconds"]) if rec.get("train_seconds") else None,
+                test_fold=None if fold is None else str(fold),
+                test_speaker=rec.get("test_speaker"),
+                history=[dict(h) for h in meta.get("history") or [] if isinstance(h, dict)],
+            )
+        except (TypeError, ValueError) as exc:
+            raise QedgeError(f"{source}: malformed model metadata ({exc})") from exc
+
+    # -- the held-out rule ------------------------------------------------------------------------
+    def test_split(self, index: "ClipIndex") -> tuple["ClipIndex", "ClipIndex"]:
+        """(train, held-out) of ``index`` as this model was trained: its recorded test speaker or
+        fold, else the dataset's default rule (:meth:`ClipIndex.split`). A recorded speaker or
+        fold that ``index`` lacks is an error, never a silent fallback to another split."""
+        try:
+            return index.split(test_fold=self.test_fold, test_speaker=self.test_speaker)
+        except QedgeError as exc:
+            held = f"speaker {self.test_speaker}" if self.test_speaker else f"fold {self.test_fold}"
+            raise QedgeError(f"the model was trained holding out {held}, which this dataset lacks: {exc}") from exc
+
+    @property
+    def held_out(self) -> str:
+        """The held-out rule in words (for reports)."""
+        if self.test_speaker is not None:
+            return f"speaker {self.test_speaker}"
+        if self.test_fold is not None:
+            return f"fold {self.test_fold}"
+        return "the dataset's default held-out split"
+
+    # -- windows --------------------------------------------------------------------------------
+    def window_frames(self) -> int:
+        """Frames in one scoring window: ``FeatureConfig.num_frames(round(clip_seconds · sr))``."""
+        from qedge.runtime.features import FeatureConfig
+
+        config = FeatureConfig.from_dict(dict(self.features))
+        return int(config.num_frames(int(round(self.clip_seconds * config.sample_rate))))
