@@ -147,15 +147,27 @@ def test_int8_graph_is_symmetric_per_channel_qdq(trained):
     assert [n.op_type for n in proto.graph.node][-1] == "Softmax"  # probabilities stay fp32
 
 
-def test_int8_agrees_with_fp32_on_real_clips(trained):
-    from qedge.export.pipeline import evaluate_onnx
+def test_int8_agrees_with_fp32_on_the_trained_model(trained_onnx, trained_qedge, tmp_path):
+    """The committed trained ESC-10 model: INT8 calibrated on training-fold clips agrees with fp32
+    on the held-out fold (top-1 and score deviation). Deterministic: same clips, same scales."""
+    from qedge.calib.reader import features_array
+    from qedge.checkpoint import read_meta
+    from qedge.export.pipeline import evaluate_onnx, label_indices
+    from qedge.meta import ModelRecord
+    from qedge.runtime.model_info import ModelInfo
 
-    ref = evaluate_onnx(trained["fp32"], trained["x"], trained["y"])
-    q = evaluate_onnx(trained["int8"], trained["x"], trained["y"])
-    assert ref["accuracy"] > 0.7  # the tiny model did learn (chance is 1/3)
+    record = ModelRecord.from_meta(read_meta(trained_qedge))
+    info = ModelInfo.from_props({p.key: p.value for p in onnx.load(str(trained_onnx)).metadata_props})
+    calib = select_calibration("esc10", 32, record=record)
+    int8 = quantize_int8(trained_onnx, tmp_path / "esc10.int8.onnx", FeatureReader(calib, info.features, info.window_frames))
+    clips, _ = held_out("esc10", 40, record=record)
+    x = features_array(clips, info.features, info.window_frames)
+    y = label_indices([c.labels[0] for c in clips], info.labels)
+    ref, q = evaluate_onnx(trained_onnx, x, y), evaluate_onnx(int8, x, y)
+    assert ref["accuracy"] >= 0.6  # the model did learn (chance is 0.1)
     agreement = float((ref["pred"] == q["pred"]).mean())
     assert agreement >= 0.9, agreement
-    assert abs(ref["accuracy"] - q["accuracy"]) <= 0.07
+    assert abs(ref["accuracy"] - q["accuracy"]) <= 0.1
     assert float(np.median(np.abs(ref["scores"] - q["scores"]).max(1))) < 0.05  # typical clip: close
 
 
