@@ -15,51 +15,28 @@ Latencies are only comparable within one report (same machine, same run).
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from qedge.errors import QedgeError
 
-__all__ = ["measure_latency", "write_report", "ORT_BACKEND", "TORCH_BACKEND"]
+__all__ = ["measure_latency", "write_report", "ORT_BACKEND"]
 
 ORT_BACKEND = "onnxruntime fp32 (folded, batch 1)"
-TORCH_BACKEND = "pytorch fp32 (folded, batch 1; ONNX export unavailable)"
 
 
 def measure_latency(model: Any, meta: Mapping[str, Any], window_frames: int, repeats: int = 20,
                     threads: int | None = None) -> tuple[float, str]:
-    """Median batch-1 latency (ms) of the deployed form of ``model`` at ``window_frames`` frames.
+    """Median batch-1 latency (ms) of the deployed form of ``model`` at ``window_frames`` frames:
+    ONNX Runtime on the exported folded model. Returns ``(milliseconds, backend label)``."""
+    from qedge.export.onnx import export_onnx, model_info, ort_latency_ms
 
-    Returns ``(milliseconds, backend label)``: ONNX Runtime on the exported folded model when
-    ``qedge.export.onnx`` is importable, else PyTorch fp32 on :func:`qedge.export.fold.fold`.
-    """
     repeats = max(20, int(repeats))
-    try:
-        from qedge.export.onnx import export_onnx, model_info, ort_latency_ms
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        with tempfile.TemporaryDirectory(prefix="qedge-latency-") as tmp:
-            info = model_info(model, meta, window_frames, lipschitz=False)
-            path = export_onnx(model, info, Path(tmp) / "model.onnx")
-            return float(ort_latency_ms(path, repeats=repeats, threads=threads)), ORT_BACKEND
-    import torch
-
-    from qedge.export.fold import fold
-
-    folded = fold(model).eval()
-    x = torch.zeros(1, 4, int(window_frames), int(meta["features"]["n_mels"]))
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            folded(x)
-            if i >= 3:
-                times.append((time.perf_counter() - start) * 1e3)
-    return float(statistics.median(times)), TORCH_BACKEND
+    with tempfile.TemporaryDirectory(prefix="qedge-latency-") as tmp:
+        info = model_info(model, meta, window_frames, lipschitz=False)
+        path = export_onnx(model, info, Path(tmp) / "model.onnx")
+        return float(ort_latency_ms(path, repeats=repeats, threads=threads)), ORT_BACKEND
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -92,14 +92,8 @@ def gm_scores(layer: nn.Module) -> torch.Tensor:
 
 def spectral_scores(layer: nn.Module, input_size: int | Sequence[int] | None) -> torch.Tensor:
     """σ_max of each filter's operator at ``input_size`` via :func:`qedge.spectral.filter_spectral_norms`."""
-    try:
-        from qedge.spectral import filter_spectral_norms  # type: ignore[attr-defined]
-    except ImportError:
-        try:
-            from qedge.spectral.svd import filter_spectral_norms  # type: ignore[no-redef]
-        except ImportError as exc:
-            raise QedgeError("spectral criterion needs qedge.spectral (filter_spectral_norms), "
-                             "which is not available in this install") from exc
+    from qedge.spectral import filter_spectral_norms
+
     if not isinstance(layer, QuaternionConv2d):
         raise QedgeError("the spectral criterion scores quaternion convolutions only")
     if input_size is None:
