@@ -486,6 +486,17 @@ def test_cli_stdin_formats(band_onnx, no_torch_env, fmt):
     assert results[0]["tags"][0]["label"] == "high" and results[-1]["tags"][0]["label"] == "low"
 
 
+def test_cli_stdin_nan_samples_stop_with_one_line(band_onnx, no_torch_env):
+    mono = tone(440, 3.0, 32000).astype("<f4")
+    mono[40000:40100] = np.nan  # 1.25 s into the stream
+    proc = run_cli([str(band_onnx), "--stdin", "--format", "f32le", "--json", "--hop", "0.5"],
+                   no_torch_env, stdin=mono.tobytes())
+    err = proc.stderr.decode().strip()
+    assert proc.returncode != 0 and "NaN or infinite" in err and len(err.splitlines()) == 1, err
+    _, summary = check_json_lines(proc.stdout.decode())  # what came before the bad samples is summarised
+    assert summary["audio_s"] < 1.5
+
+
 def test_cli_errors_are_one_line(band_onnx, low_high_wav, tmp_path, no_torch_env, monkeypatch, capsys):
     bare = export_onnx(band_module(), tmp_path / "bare.onnx", ["low", "high"], metadata=False)
     proc = run_cli([str(bare), "--file", str(low_high_wav)], no_torch_env)  # the real process, torch-free
