@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from qedge.checkpoint import load
 from qedge.data import ClipDataset, ClipIndex, find_dataset
 from qedge.models import build
 from qedge.runtime.features import FeatureConfig
@@ -139,3 +146,73 @@ def test_spectral_clipping_during_training_bounds_every_conv(tiny):
     for name, conv in convs.items():
         sigma = spectral_norm(conv, padded_grid(sizes[name], conv.kernel_size, conv.dilation))
         assert sigma <= 1.5 * 1.01, (name, sigma)
+
+
+# -- the qedge train CLI: interrupted and resumed, refusals, one-line errors ---------------------
+@pytest.fixture(scope="module")
+def digits_folder(fsdd_root, tmp_path_factory) -> Path:
+    """24 FSDD recordings (digits 0-2: six takes by jackson, two by yweweler, the default held-out voice)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("digits")
+    (root / "recordings").mkdir()
+    for digit in "012":
+        for speaker, takes in (("jackson", 6), ("yweweler", 2)):
+            for take in range(takes):
+                name = f"{digit}_{speaker}_{take}.wav"
+                shutil.copy(fsdd_root / "recordings" / name, root / "recordings" / name)
+    return root
+
+
+def _train_cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qedge", "train", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+
+
+def test_cli_resume_after_kill_matches_an_uninterrupted_run(digits_folder, tmp_path):
+    base = ["--data", str(digits_folder), "--seed", "3"]
+    common = [*base, "--width", "0.125", "--epochs", "8"]
+    whole = _train_cli(*common, "--out", str(tmp_path / "whole.qedge"), "--json")
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "cut.qedge"
+    proc = subprocess.Popen([sys.executable, "-m", "qedge", "train", *common, "--out", str(out), "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    resume_file = out.with_name(out.name + ".resume")
+    deadline = time.monotonic() + 120
+    while not resume_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # a crash, not a polite stop
+    proc.wait()
+    assert resume_file.exists(), "the run ended before it could be interrupted"
+
+    # other settings are refused in one line, and the resume state is kept
+    for other, why in ((["--width", "0.125", "--epochs", "9"], "schedule would differ"),
+                       (["--width", "0.25", "--epochs", "8"], "width")):
+        refused = _train_cli(*base, *other, "--out", str(out), "--resume", "--json")
+        err = refused.stderr.strip()
+        assert refused.returncode != 0 and why in err and len(err.splitlines()) == 1, err
+        assert resume_file.exists()
+
+    resumed = _train_cli(*common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    assert not resume_file.exists()  # removed once the run completes
+    a, meta_a = load(tmp_path / "whole.qedge")
+    b, meta_b = load(out)
+    for (key, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), key
+    assert meta_a["history"][-1]["epochs"][-1]["accuracy"] == meta_b["history"][-1]["epochs"][-1]["accuracy"]
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--data", "/nonexistent/set"], "/nonexistent/set"),
+    (["--data", "esc10", "--arch", "qcnn99"], "qcnn99"),
+    (["--data", "esc10", "--test-fold", "9"], "fold '9'"),
+])
+def test_cli_errors_are_one_line(args, why, tmp_path):
+    proc = _train_cli(*args, "--out", str(tmp_path / "m.qedge"), "--epochs", "1")
+    err = proc.stderr.strip()
+    assert proc.returncode != 0 and why in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m.qedge").exists()
