@@ -53,14 +53,12 @@ def generated_features(info: ModelInfo, n: int = 8, seed: int = 0) -> np.ndarray
     return np.stack(out).astype(np.float32)
 
 
-def _norm(label: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", re.sub(r"^\d+\s*-\s*", "", str(label)).lower())
-
-
 def label_indices(clip_labels: Sequence[str], model_labels: Sequence[str]) -> np.ndarray | None:
-    """Index of each clip's label in the model's labels (case/punctuation-insensitive), or None."""
-    lookup = {_norm(name): k for k, name in enumerate(model_labels)}
-    idx = [lookup.get(_norm(label)) for label in clip_labels]
+    """Index of each clip's label in the model's labels, or ``None`` when one is not there. Labels
+    match by exact name, the one rule of :mod:`qedge.data` (``ClipDataset``) and ``qedge evaluate``:
+    the dataset index already turns folder names (``"001 - Dog bark"``) into class names."""
+    lookup = {name: k for k, name in enumerate(model_labels)}
+    idx = [lookup.get(label) for label in clip_labels]
     return None if any(i is None for i in idx) else np.asarray(idx)
 
 

@@ -104,3 +104,17 @@ def test_qedge_evaluate_cli_scores_the_trained_split(esc_meta, trained_qedge, tm
             for k in ("2", "4")}
     assert fold["2"] != fold["4"]  # the two splits are told apart by the score
     assert result["accuracy"] == pytest.approx(fold["2"])
+
+
+def test_labels_match_by_exact_name_in_export_as_in_evaluate(esc_meta):
+    from qedge.data import ClipIndex
+    from qedge.evaluate import _eval_dataset
+    from qedge.export.pipeline import label_indices
+
+    labels = esc_meta["labels"]
+    assert list(label_indices(["Rain", "Dog bark"], labels)) == [labels.index("Rain"), labels.index("Dog bark")]
+    assert label_indices(["dog_bark"], labels) is None
+    clip = find_dataset("esc10").clips[0]
+    renamed = ClipIndex([type(clip)(clip.path, ("dog_bark",), clip.fold)], ["dog_bark"])
+    with pytest.raises(QedgeError, match="not in the model's vocabulary"):
+        _eval_dataset(esc_meta, renamed, "all", False)
