@@ -213,10 +213,8 @@ def _augmenter(config: TrainConfig, task: str, num_classes: int) -> Callable | N
     """Batch augmentation (SpecAugment, mixup) from :mod:`qedge.data`; None when nothing is on."""
     if not config.specaugment and config.mixup <= 0:
         return None
-    try:
-        from qedge.data import augment as aug
-    except ImportError as exc:
-        raise QedgeError("augmentation needs qedge.data.augment, which is not installed") from exc
+    from qedge.data import augment as aug
+
     return aug.batch_augmenter(specaugment=config.specaugment, mixup=config.mixup,
                                num_classes=num_classes, multilabel=(task == "multi-label"))
 
@@ -310,12 +308,8 @@ def _spectral_clipper(model: "nn.Module", config: TrainConfig, input_shape: tupl
         return None
     if config.clip_sv <= 0 or config.clip_every <= 0:
         raise QedgeError("--clip-sv must be > 0 and --clip-every ≥ 1")
-    try:
-        from qedge import spectral
-        clip_model_, input_sizes = spectral.clip_model_, spectral.input_sizes
-    except (ImportError, AttributeError) as exc:
-        raise QedgeError("spectral clipping needs qedge.spectral.clip_model_ and input_sizes, "
-                         "which this install does not provide") from exc
+    from qedge.spectral import clip_model_, input_sizes
+
     sizes = input_sizes(model, input_shape)
 
     def clip() -> None:

@@ -54,7 +54,7 @@ def test_arch_text_output() -> None:
 
 
 def _save_model(path: Path) -> torch.nn.Module:
-    checkpoint = pytest.importorskip("qedge.checkpoint")
+    from qedge import checkpoint
     from qedge.runtime.features import FeatureConfig
 
     torch.manual_seed(0)

@@ -117,23 +117,19 @@ def _inspect_arch(arch: str, classes: int, width: float, frames: int, mels: int,
 
 
 def _window_frames(meta: dict[str, Any]) -> tuple[int, int]:
-    """(frames, mels) of the model's window: clip_samples // hop + 1 (centred framing, design.md §4)."""
-    feats = dict(meta.get("features") or {})
+    """(frames, mels) of the model's window (:meth:`qedge.meta.ModelRecord.window_frames`)."""
+    from qedge.meta import ModelRecord
+
     try:
-        sample_rate = int(feats.get("sample_rate", 32000))
-        hop = int(feats.get("hop_length", 320))
-        n_mels = int(feats.get("n_mels", 64))
-        samples = int(round(float(meta["clip_seconds"]) * sample_rate))
+        record = ModelRecord.from_meta(meta)
+        return record.window_frames(), int(record.features["n_mels"])
     except (KeyError, TypeError, ValueError) as exc:
         raise QedgeError(f"model metadata has no usable clip length / feature configuration ({exc})") from exc
-    return samples // hop + 1, n_mels
 
 
 def _inspect_checkpoint(path: Path, frames: Optional[int], mels: Optional[int]) -> tuple[dict[str, Any], Any]:
-    try:
-        from qedge.checkpoint import load
-    except ImportError as exc:
-        raise QedgeError(f"{path}: reading .qedge model files needs qedge.checkpoint, which is not built yet") from exc
+    from qedge.checkpoint import load
+
     net, meta = load(path)
     own_frames, own_mels = _window_frames(meta)
     frames, mels = frames or own_frames, mels or own_mels
@@ -195,14 +191,8 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
 
 
 def _spectral(net: Any, input_shape: tuple[int, ...], err: Any) -> dict[str, Any]:
-    try:
-        import qedge.spectral as spectral_pkg
+    from qedge.spectral import lipschitz_report
 
-        lipschitz_report = getattr(spectral_pkg, "lipschitz_report", None)
-        if lipschitz_report is None:
-            from qedge.spectral.lipschitz import lipschitz_report
-    except ImportError as exc:
-        raise QedgeError("spectral analysis not built yet") from exc
     with err.status(f"spectral norms of every layer at input {tuple(input_shape)}"):
         rep = lipschitz_report(net, input_shape)
     return {"bound": float(rep.bound), "rows": [dict(row) for row in rep.rows]}
