@@ -132,7 +132,7 @@ def evaluate(
     multi-label → mAP and per-class AP/support (no confusion matrix).
     """
     from qedge.distributed import resolve_device
-    from qedge.train import predict
+    from qedge.inference import predict
 
     dataset = _eval_dataset(meta, index_or_dataset, split, cache_dir)
     dev = resolve_device(device)

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from qedge.errors import QedgeError
+from qedge.inference import collate, predict
+from qedge.recipes import RECIPES, recipe_for, wave_augmentations
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
 __all__ = [
-    "RECIPES",
     "TrainConfig",
     "FitState",
     "fit",
@@ -44,48 +45,7 @@ __all__ = [
     "save_resume",
     "load_resume",
     "lr_factor",
-    "wave_augmentations",
 ]
-
-#: Per-dataset defaults of ``qedge train`` (found on the 2-core CPU development machine).
-#: Keys: arch, width, epochs, batch_size, lr, clip_seconds (evaluation/deployment window),
-#: train_seconds (random training crops; None = clip_seconds), features (FeatureConfig
-#: overrides), mean_norm (model option, see :func:`qedge.models.build`), mixup, specaugment,
-#: weight_decay, warmup_epochs, waveform augmentations (trim, endpoint, gain_db, noise_snr_db; see
-#: :func:`wave_augmentations`) and finetune_epochs (``qedge compress``). Unknown datasets use
-#: "default".
-#:
-#: esc10: short random 1.28 s crops make an epoch cheap and act as augmentation; the model is
-#: evaluated on the whole 5 s clip (global max+mean pooling makes it length-agnostic).
-#: fsdd: the recordings are 8 kHz speech, so an 8 kHz front end (n_fft 256 = 32 ms, hop 80 =
-#: 10 ms, 40 mel bands up to 4 kHz: a common speech front end) sees everything the 32 kHz
-#: default would at a fraction of the cost; hop 10 ms scored 3–4 points above hop 20 ms on the
-#: held-out speaker. The five speakers' recording levels differ by ~15 dB, so the model removes
-#: each window's mean log-mel per bin (mean_norm: blind to gain and microphone response) and
-#: trains with random gain (−20…+10 dB), which also varies the level above the noise floor.
-#: 60 epochs rather than 30: +2.7 points on the held-out speaker (three seeds, best and last
-#: epoch alike); over the five held-out speakers +1.9 at the best epoch, level at the last.
-RECIPES: dict[str, dict[str, Any]] = {
-    "esc10": {
-        "arch": "qcnn6", "width": 0.25, "epochs": 30, "batch_size": 16, "lr": 5e-3, "clip_seconds": 5.0,
-        "train_seconds": 1.28, "features": {}, "mixup": 0.0, "specaugment": False,
-        "weight_decay": 1e-2, "warmup_epochs": 1.0, "finetune_epochs": 40,
-    },
-    "fsdd": {
-        "arch": "qcnn6", "width": 0.25, "epochs": 60, "batch_size": 32, "lr": 3e-3, "clip_seconds": 1.0,
-        "train_seconds": None,
-        "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 80, "n_mels": 40, "fmin": 20.0,
-                     "fmax": 4000.0},
-        "mean_norm": True, "gain_db": [-20.0, 10.0], "mixup": 0.0, "specaugment": False,
-        "weight_decay": 1e-2, "warmup_epochs": 1.0, "finetune_epochs": 10,
-    },
-    "default": {
-        "arch": "qcnn10", "width": 0.5, "epochs": 30, "batch_size": 32, "lr": 2e-3, "clip_seconds": None,
-        "train_seconds": None, "features": {}, "mixup": 0.0, "specaugment": True,
-        "weight_decay": 1e-2, "warmup_epochs": 1.0, "finetune_epochs": 10,
-    },
-}
-
 
 @dataclass
 class TrainConfig:
@@ -185,20 +145,6 @@ def _worker_init(worker_id: int) -> None:  # pragma: no cover - runs in DataLoad
 # ----------------------------------------------------------------------------------------------
 # Batches and losses
 # ----------------------------------------------------------------------------------------------
-def _collate(items: list[Any]) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Stack ``(features, target)`` items; targets become int64 (indices) or float32 (multi-hot)."""
-    import torch
-
-    xs, ys = zip(*[(it[0], it[1]) for it in items])
-    x = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in xs])
-    first = torch.as_tensor(ys[0])
-    if first.ndim == 0 and not first.is_floating_point():
-        y = torch.as_tensor([int(v) for v in ys], dtype=torch.int64)
-    else:
-        y = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in ys])
-    return x, y
-
-
 def _task_loss(logits: "torch.Tensor", target: "torch.Tensor", task: str, smoothing: float) -> "torch.Tensor":
     """Cross-entropy (indices or soft targets) or BCE-with-logits (multi-hot targets)."""
     import torch.nn.functional as F
@@ -222,42 +168,6 @@ def _augmenter(config: TrainConfig, task: str, num_classes: int) -> Callable | N
 # ----------------------------------------------------------------------------------------------
 # Evaluation inside the loop
 # ----------------------------------------------------------------------------------------------
-def predict(model: "nn.Module", dataset: Any, *, batch_size: int = 64, device: str = "cpu",
-            workers: int = 0, ctx: Any = None, amp_dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and targets of every item of ``dataset`` (sharded over ranks, gathered in order)."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from qedge.distributed import all_gather_list
-
-    world = ctx.world_size if ctx is not None else 1
-    rank = ctx.rank if ctx is not None else 0
-    indices = list(range(rank, len(dataset), world))
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate)
-    was_training = model.training
-    model.eval()
-    logits, targets = [], []
-    with torch.no_grad():
-        for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = model(x)
-            logits.append(out.float().cpu().numpy())
-            targets.append(y.numpy())
-    model.train(was_training)
-    lg = np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
-    tg = np.concatenate(targets) if targets else np.zeros((0,), np.int64)
-    if world > 1:
-        parts = all_gather_list(ctx, (indices, lg, tg))
-        order = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
-        lg = np.concatenate([p[1] for p in parts if len(p[1])])
-        tg = np.concatenate([p[2] for p in parts if len(p[2])])
-        inv = np.argsort(order, kind="stable")
-        lg, tg = lg[inv], tg[inv]
-    return lg, tg
-
-
 def _metrics(logits: np.ndarray, targets: np.ndarray, task: str) -> dict[str, float]:
     import torch
 
@@ -369,7 +279,7 @@ def fit(
     per_rank = len(sampler)
     drop_last = per_rank > config.batch_size  # BatchNorm needs > 1 item per batch
     loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=drop_last,
-                        num_workers=config.workers, collate_fn=_collate, worker_init_fn=_worker_init,
+                        num_workers=config.workers, collate_fn=collate, worker_init_fn=_worker_init,
                         pin_memory=device.startswith("cuda"), persistent_workers=False)
     steps_per_epoch = max(1, len(loader))
     total_steps = steps_per_epoch * config.epochs
@@ -402,7 +312,7 @@ def fit(
     clipper = None
     if config.clip_sv is not None:
         # the bound is enforced at the evaluation (deployment) window size when there is one
-        x0, _ = _collate([(eval_set if eval_set is not None and len(eval_set) else train_set)[0]])
+        x0, _ = collate([(eval_set if eval_set is not None and len(eval_set) else train_set)[0]])
         clipper = _spectral_clipper(model, config, (1, *x0.shape[1:]))
 
     metric_name = _metric_name(task)
@@ -657,45 +567,8 @@ def load_resume(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # The pipeline behind `qedge train`
 # ----------------------------------------------------------------------------------------------
-def recipe_for(data: str | Path, format: str | None = None, index_format: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(name, recipe) of :data:`RECIPES` for a dataset: by bundled name, else by its format."""
-    key = str(data).lower()
-    if key in RECIPES and key != "default":
-        return key, dict(RECIPES[key])
-    fmt = (format or index_format or "").lower()
-    if fmt in ("esc", "esc10", "esc50"):
-        return "esc10", dict(RECIPES["esc10"])
-    if fmt == "fsdd":
-        return "fsdd", dict(RECIPES["fsdd"])
-    return "default", dict(RECIPES["default"])
-
-
 def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def wave_augmentations(settings: dict[str, Any], sample_rate: int) -> list[Any]:
-    """Waveform-level training augmentations of :mod:`qedge.data.augment` from a recipe or a
-    training record's keys, in order: random trim (``trim`` = max fraction cut from each end of
-    the sound, teaches recognition of partial words and events), random endpointing (``endpoint``
-    = probability of cutting a clip's quiet edges at 10–25 dB below its loudest frame, as a
-    voice-activity detector would), random gain (``gain_db`` = (min, max) dB, invariance to
-    recording level) and white noise at an SNR drawn from ``noise_snr_db``. A missing key, ``0``
-    or ``(0, 0)`` turns one off. Fine-tuning (``qedge compress``) passes the training record."""
-    from qedge.data.augment import AddNoise, RandomEndpoint, RandomGain, RandomTrim
-
-    out: list[Any] = []
-    if settings.get("trim"):
-        out.append(RandomTrim(float(settings["trim"])))
-    if settings.get("endpoint"):
-        out.append(RandomEndpoint(p=float(settings["endpoint"]), sample_rate=int(sample_rate)))
-    gain = settings.get("gain_db")
-    if gain and tuple(gain) != (0, 0):
-        out.append(RandomGain(float(gain[0]), float(gain[1])))
-    snr = settings.get("noise_snr_db")
-    if snr and tuple(snr) != (0, 0):
-        out.append(AddNoise(snr_db=(float(snr[0]), float(snr[1]))))
-    return out
 
 
 def train_model(
@@ -733,7 +606,7 @@ def train_model(
 ) -> tuple["nn.Module", dict[str, Any]]:
     """Index ``data``, split it, train, save the best model to ``out`` and return ``(model, meta)``.
 
-    Unset options come from :data:`RECIPES` (per bundled dataset, else by format). Features:
+    Unset options come from :data:`qedge.recipes.RECIPES` (per bundled dataset, else by format). Features:
     :class:`~qedge.runtime.features.FeatureConfig` with the recipe's overrides, then ``features``.
     Training items are random crops of ``train_seconds`` (default ``clip_seconds``), evaluation
     items the centred ``clip_seconds`` crop (``None``: the longest clip). After every epoch rank 0

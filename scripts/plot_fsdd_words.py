@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from qedge.data import resolve_data_path  # noqa: E402
 from qedge.runtime.audio import load_audio  # noqa: E402
 from qedge.runtime.features import FeatureConfig, LogMelDeltas  # noqa: E402
-from qedge.train import RECIPES  # noqa: E402
+from qedge.recipes import RECIPES  # noqa: E402
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from qedge.checkpoint import load
 from qedge.data import ClipDataset, ClipIndex, find_dataset
 from qedge.models import build
 from qedge.runtime.features import FeatureConfig
-from qedge.train import RECIPES, TrainConfig, fit, load_resume, lr_factor, save_resume
+from qedge.recipes import RECIPES
+from qedge.train import TrainConfig, fit, load_resume, lr_factor, save_resume
 
 FEATURES = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=80, n_mels=32, fmin=20.0, fmax=4000.0)
 
@@ -59,7 +60,7 @@ def test_a_few_epochs_learn(tiny):
     assert best >= 0.7  # chance is 1/3: the 24 training clips are being fitted
     # the best epoch's weights are the ones left in the model
     from qedge.evaluate import accuracy
-    from qedge.train import predict
+    from qedge.inference import predict
 
     logits, targets = predict(model, fixed)
     assert accuracy(logits, targets) == pytest.approx(best)

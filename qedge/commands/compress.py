@@ -88,7 +88,7 @@ def compress(
     if round_to is not None and (round_to <= 0 or round_to % 4):
         raise QedgeError(f"--round-to must be a positive multiple of 4, got {round_to}")
     if finetune_epochs is None:
-        from qedge.train import recipe_for
+        from qedge.recipes import recipe_for
 
         finetune_epochs = int(recipe_for(data, format)[1].get("finetune_epochs", 10))
     if finetune_epochs < 0 or kd_baseline_epochs < 0:
@@ -191,7 +191,7 @@ def compress(
 def _finetune_config(data: str, fmt: str | None, lr: float | None, batch_size: int | None, seed: int) -> dict:
     """Fine-tuning overrides of :class:`qedge.train.TrainConfig`: the dataset recipe's batch size and
     augmentation, half its learning rate, a short warm-up."""
-    from qedge.train import recipe_for
+    from qedge.recipes import recipe_for
 
     _, recipe = recipe_for(data, fmt)
     out = {"batch_size": batch_size or int(recipe.get("batch_size", 32)),

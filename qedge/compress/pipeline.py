@@ -71,7 +71,7 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     ``train_seconds``), its waveform augmentations (trim, endpoint, gain, noise) and labels."""
     from qedge.data import ClipDataset, find_dataset
     from qedge.meta import ModelRecord, train_record
-    from qedge.train import wave_augmentations
+    from qedge.recipes import wave_augmentations
 
     index = find_dataset(data, fmt)
     rec = train_record(meta)
@@ -90,7 +90,7 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
 def evaluate_metric(model: Any, dataset: Any, task: str, device: str = "cpu", batch_size: int = 64) -> float:
     """Accuracy (single-label) or mAP (multi-label) of ``model`` on ``dataset``."""
     from qedge.evaluate import accuracy, mean_average_precision
-    from qedge.train import predict
+    from qedge.inference import predict
 
     logits, targets = predict(model, dataset, batch_size=batch_size, device=device)
     if task == "multi-label":
