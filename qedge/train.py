@@ -6,7 +6,7 @@ per step ``lr(s) = lr·s/W`` for ``s < W`` and ``lr·(r + (1−r)·½(1 + cos(π
 with ``r = config.min_lr_ratio``; loss = cross-entropy (single-label) or BCE-with-logits
 (multi-label); with a teacher, + the distillation term of design.md §6,
 T²·KL(softmax(t/T) ‖ softmax(s/T)) (sigmoid form for multi-label), from
-:func:`qedge.compress.distill.kd_loss`. Optional SpecAugment/mixup (from :mod:`qedge.data`),
+:func:`qedge.losses.kd_loss`. Optional SpecAugment/mixup (from :mod:`qedge.data`),
 optional spectral-norm clipping of every convolution every K steps (design.md §7,
 :func:`qedge.spectral.clip_model_`), AMP (bf16/fp16) on CUDA only, evaluation each epoch, the
 best weights kept (accuracy or mAP).
@@ -31,6 +31,7 @@ import numpy as np
 
 from qedge.errors import QedgeError
 from qedge.inference import collate, predict
+from qedge.losses import kd_loss, task_loss
 from qedge.recipes import RECIPES, recipe_for, wave_augmentations
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,16 +146,6 @@ def _worker_init(worker_id: int) -> None:  # pragma: no cover - runs in DataLoad
 # ----------------------------------------------------------------------------------------------
 # Batches and losses
 # ----------------------------------------------------------------------------------------------
-def _task_loss(logits: "torch.Tensor", target: "torch.Tensor", task: str, smoothing: float) -> "torch.Tensor":
-    """Cross-entropy (indices or soft targets) or BCE-with-logits (multi-hot targets)."""
-    import torch.nn.functional as F
-
-    logits = logits.float()
-    if task == "multi-label":
-        return F.binary_cross_entropy_with_logits(logits, target.float())
-    return F.cross_entropy(logits, target, label_smoothing=smoothing)
-
-
 def _augmenter(config: TrainConfig, task: str, num_classes: int) -> Callable | None:
     """Batch augmentation (SpecAugment, mixup) from :mod:`qedge.data`; None when nothing is on."""
     if not config.specaugment and config.mixup <= 0:
@@ -174,7 +165,7 @@ def _metrics(logits: np.ndarray, targets: np.ndarray, task: str) -> dict[str, fl
     from qedge.evaluate import accuracy, mean_average_precision
 
     lt, tt = torch.from_numpy(logits), torch.from_numpy(targets)
-    loss = float(_task_loss(lt, tt if task == "multi-label" else tt.long(), task, 0.0))
+    loss = float(task_loss(lt, tt if task == "multi-label" else tt.long(), task, 0.0))
     if task == "multi-label":
         scores = 1.0 / (1.0 + np.exp(-logits))
         return {"eval_loss": loss, "map": mean_average_precision(scores, targets)[0]}
@@ -266,8 +257,6 @@ def fit(
     amp_dtype = _amp_dtype(config, device)
     model.to(device)
     if teacher is not None:
-        from qedge.compress.distill import kd_loss
-
         teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -335,7 +324,7 @@ def fit(
                     group["lr"] = lr
                 with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
                     logits = net(x)
-                    loss = _task_loss(logits, y, task, config.label_smoothing)
+                    loss = task_loss(logits, y, task, config.label_smoothing)
                     if teacher is not None:
                         with torch.no_grad():
                             t_logits = teacher(x)

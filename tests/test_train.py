@@ -102,19 +102,20 @@ def test_resume_after_kill_gives_identical_weights(tiny, tmp_path):
 
 
 def test_kd_path_uses_kd_loss_and_keeps_teacher_frozen(tiny, monkeypatch):
-    import qedge.compress.distill as distill
 
     train, fixed = tiny
     teacher = _model(seed=1).eval()
     before = copy.deepcopy(teacher.state_dict())
     calls = []
-    real = distill.kd_loss
+    import qedge.train
+
+    real = qedge.train.kd_loss
 
     def spy(student_logits, teacher_logits, T, task):
         calls.append((T, task, student_logits.requires_grad, teacher_logits.requires_grad))
         return real(student_logits, teacher_logits, T, task)
 
-    monkeypatch.setattr(distill, "kd_loss", spy)
+    monkeypatch.setattr(qedge.train, "kd_loss", spy)
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, specaugment=False, device="cpu")
     with_kd = fit(_model(), fixed, None, config, teacher=teacher, kd_temperature=3.0, progress=False)
     without = fit(_model(), fixed, None, config, progress=False)

@@ -22,36 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from qedge.errors import QedgeError
+from qedge.losses import kd_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["kd_loss", "student_width_for_macs", "train_kd_student"]
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 2.0,
-            task: str = "single-label") -> torch.Tensor:
-    """Distillation loss T²·KL(teacher ‖ student) at temperature ``T`` (see the module docstring).
-
-    Gradients flow into ``student_logits`` only (the teacher's logits are detached).
-    """
-    if T <= 0:
-        raise QedgeError(f"distillation temperature must be positive, got {T}")
-    if student_logits.shape != teacher_logits.shape:
-        raise QedgeError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} "
-                         f"vs {tuple(teacher_logits.shape)}")
-    s = student_logits / T
-    t = teacher_logits.detach() / T
-    if task == "single-label":
-        kl = F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), reduction="batchmean",
-                      log_target=True)
-    elif task == "multi-label":
-        log_p, log_1p = F.logsigmoid(t), F.logsigmoid(-t)
-        log_q, log_1q = F.logsigmoid(s), F.logsigmoid(-s)
-        kl = (log_p.exp() * (log_p - log_q) + log_1p.exp() * (log_1p - log_1q)).mean()
-    else:
-        raise QedgeError(f"task must be 'single-label' or 'multi-label', got {task!r}")
-    return kl * (T * T)
+__all__ = ["kd_loss", "student_width_for_macs", "train_kd_student"]  # kd_loss lives in qedge.losses
 
 
 def student_width_for_macs(arch: str, target_macs: int, input_shape: tuple[int, ...],
