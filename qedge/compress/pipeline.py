@@ -74,12 +74,12 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     from qedge.recipes import wave_augmentations
 
     index = find_dataset(data, fmt)
-    rec = train_record(meta)
-    train_idx, test_idx = ModelRecord.from_meta(meta).test_split(index)
+    record = ModelRecord.from_meta(meta)
+    train_idx, test_idx = record.test_split(index)
     labels = list(meta["labels"])
     task = str(meta.get("task", index.task))
-    train_seconds = rec.get("train_seconds") or meta["clip_seconds"]
-    augment = wave_augmentations(rec, sample_rate=int(meta["features"]["sample_rate"]))
+    train_seconds = record.train_seconds or record.clip_seconds
+    augment = wave_augmentations(train_record(meta), sample_rate=int(record.features["sample_rate"]))
     train = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
                         augment=augment or None)
     test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)
