@@ -19,6 +19,7 @@ from qedge.errors import QedgeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from qedge.data.index import ClipIndex
+    from qedge.runtime.model_info import ListenSettings
 
 __all__ = ["ModelRecord", "train_record"]
 
@@ -41,6 +42,9 @@ class ModelRecord:
     train_seconds: the training crop (defaults to ``clip_seconds``).
     test_fold / test_speaker: the held-out split the model was trained with (``None``: the
     dataset's default rule).  history: the training / compression steps, oldest first.
+    background_label: an open-set model's "none of my classes" output (None: closed set).
+    listen: how ``qedge listen`` runs it (``ListenSettings.to_dict()``, chosen on data by
+    :func:`qedge.stream.tune.choose_listen_settings`); see :meth:`listen_settings`.
     """
 
     arch: str
@@ -53,6 +57,8 @@ class ModelRecord:
     test_fold: str | None = None
     test_speaker: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    background_label: str | None = None
+    listen: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], source: str = "model") -> "ModelRecord":
@@ -74,6 +80,8 @@ class ModelRecord:
                 test_fold=None if fold is None else str(fold),
                 test_speaker=rec.get("test_speaker"),
                 history=[dict(h) for h in meta.get("history") or [] if isinstance(h, dict)],
+                background_label=meta.get("background_label"),
+                listen=dict(meta.get("listen") or {}),
             )
         except (TypeError, ValueError) as exc:
             raise QedgeError(f"{source}: malformed model metadata ({exc})") from exc
@@ -105,3 +113,27 @@ class ModelRecord:
 
         config = FeatureConfig.from_dict(dict(self.features))
         return int(config.num_frames(int(round(self.clip_seconds * config.sample_rate))))
+
+    def frames(self, seconds: float) -> int:
+        """Feature frames of ``seconds`` of audio at this model's front end."""
+        from qedge.runtime.features import FeatureConfig
+
+        config = FeatureConfig.from_dict(dict(self.features))
+        return int(config.num_frames(int(round(seconds * config.sample_rate))))
+
+    def listen_settings(self) -> "ListenSettings":
+        """How ``qedge listen`` runs this model: the recorded settings, and where none were
+        recorded, a window of the training crop (design: a tag covers no more audio than the
+        model learned from) and a hop of ≤ 0.25 s (a quarter of the window when shorter)."""
+        from qedge.runtime.features import FeatureConfig
+        from qedge.runtime.model_info import ListenSettings
+
+        settings = ListenSettings.from_dict(self.listen)
+        if settings.window_frames is None:
+            settings.window_frames = self.frames(self.train_seconds or self.clip_seconds)
+        if settings.hop_frames is None:
+            config = FeatureConfig.from_dict(dict(self.features))
+            quarter_second = int(0.25 * config.sample_rate / config.hop_length)
+            settings.hop_frames = max(1, min(settings.window_frames // 4, quarter_second))
+        settings.background = self.background_label
+        return settings

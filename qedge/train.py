@@ -25,7 +25,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -579,6 +579,8 @@ def train_model(
     endpoint: float | None = None,
     gain_db: tuple[float, float] | None = None,
     noise_snr_db: tuple[float, float] | None = None,
+    open_set: bool | None = None,
+    background: Sequence[str | Path] = (),
     out: str | Path = "model.qedge",
     seed: int = 0,
     device: str = "auto",
@@ -603,11 +605,17 @@ def train_model(
     continues from the latter (same result as an uninterrupted run). The resume file is removed
     once training completes. ``meta['history'][-1]`` records settings, per-epoch figures, final
     accuracy/mAP, params and MACs (:func:`qedge.profile.profile` on one ``clip_seconds`` window).
+
+    Open set (``open_set``, recipe default; implied by ``background`` folders): a single-label
+    model gets one more output, :data:`~qedge.data.background.BACKGROUND_LABEL`, trained on
+    event-free audio (:func:`open_set_training`), so it can say that none of its classes sounds.
     """
     import torch
 
     from qedge import checkpoint
     from qedge.data import ClipDataset, find_dataset
+    from qedge.data.background import (BACKGROUND_LABEL, BackgroundDataset, MixBackground, open_set_labels,
+                                       training_bank)
     from qedge.distributed import context
     from qedge.models import build
     from qedge.profile import profile
@@ -637,29 +645,54 @@ def train_model(
         from qedge.data import longest_clip_seconds
 
         clip_seconds = longest_clip_seconds(index.clips)
-    eval_set = ClipDataset(test_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir)
-    clip_seconds = eval_set.clip_seconds
+    clip_seconds = float(clip_seconds)
     wave_settings = {"trim": _pick(trim, recipe.get("trim")), "endpoint": _pick(endpoint, recipe.get("endpoint")),
                      "gain_db": _pick(gain_db, recipe.get("gain_db")),
                      "noise_snr_db": _pick(noise_snr_db, recipe.get("noise_snr_db"))}
     wave_aug = wave_augmentations(wave_settings, sample_rate=feat_cfg.sample_rate)
-    train_set = ClipDataset(train_idx, feat_cfg, clip_seconds=_pick(train_seconds, clip_seconds), train=True,
-                            cache_dir=cache_dir, augment=wave_aug or None)
+    open_set = bool(background) or bool(_pick(open_set, recipe.get("open_set", False)))
+    labels = open_set_labels(index.labels, index.task) if open_set else list(index.labels)
+    bank = None
+    if open_set:
+        bank = training_bank(feat_cfg.sample_rate, index.format, background, cache_dir)
+        wave_aug = [*wave_aug, MixBackground(bank, tuple(recipe.get("mix_snr_db", (0.0, 20.0))),
+                                             float(recipe.get("mix_p", 0.5)))]
+    eval_set = ClipDataset(test_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir,
+                           labels=labels)
+    train_set: Any = ClipDataset(train_idx, feat_cfg, clip_seconds=_pick(train_seconds, clip_seconds), train=True,
+                                 cache_dir=cache_dir, augment=wave_aug or None, labels=labels, event_crops=open_set)
+    train_crop = float(train_set.clip_seconds)
+    open_settings: dict[str, Any] = {"open_set": open_set}
+    if bank is not None:
+        from torch.utils.data import ConcatDataset
+
+        size = max(1, int(round(float(recipe.get("negatives", 0.5)) * len(train_set))))
+        background_index = labels.index(BACKGROUND_LABEL) if BACKGROUND_LABEL in labels else None
+        negatives = BackgroundDataset(bank, size, feat_cfg, train_set.num_samples, background_index, len(labels))
+        train_set = ConcatDataset([train_set, negatives])
+        open_settings.update({"background_items": size, "bank": bank.describe(),
+                              "background_dirs": [str(p) for p in background],
+                              "mix_p": float(recipe.get("mix_p", 0.5)),
+                              "mix_snr_db": list(recipe.get("mix_snr_db", (0.0, 20.0)))})
+        say(f"open set: {size} background items per epoch ({', '.join(bank.kinds)}); events mixed into "
+            f"beds at {open_settings['mix_snr_db'][0]:g}–{open_settings['mix_snr_db'][1]:g} dB SNR")
     arch = str(_pick(arch, recipe["arch"]))
     width = float(_pick(width, recipe["width"]))
     _seed_everything(config.seed)
     mean_norm = bool(_pick(mean_norm, recipe.get("mean_norm", False)))
-    model = build(arch, num_classes=len(index.labels), width=width, n_mels=feat_cfg.n_mels, mean_norm=mean_norm)
+    model = build(arch, num_classes=len(labels), width=width, n_mels=feat_cfg.n_mels, mean_norm=mean_norm)
     meta: dict[str, Any] = {
-        "arch": model.arch, "arch_kwargs": model.arch_kwargs, "labels": list(index.labels),
+        "arch": model.arch, "arch_kwargs": model.arch_kwargs, "labels": labels,
         "features": feat_cfg.to_dict(), "clip_seconds": float(clip_seconds), "task": index.task,
         "history": [],
     }
+    if open_set:
+        meta["background_label"] = BACKGROUND_LABEL
     settings = {
         "data": str(data), "format": index.format, "recipe": recipe_name, "train_clips": len(train_idx),
         "test_clips": len(test_idx), "test_fold": test_fold, "test_speaker": test_speaker,
-        "train_seconds": float(train_set.clip_seconds), "arch": arch, "width": width, "mean_norm": mean_norm,
-        "wave_augment": [type(t).__name__ for t in wave_aug], **wave_settings,
+        "train_seconds": train_crop, "arch": arch, "width": width, "mean_norm": mean_norm,
+        "wave_augment": [type(t).__name__ for t in wave_aug], **wave_settings, **open_settings,
         "train_config": config.to_dict(), "world_size": ctx.world_size, "device": ctx.device,
     }
     rpath = checkpoint.resume_path(out)
@@ -668,7 +701,7 @@ def train_model(
         if rpath.exists():
             resume_state = load_resume(rpath)
             saved = resume_state.get("extra", {}).get("settings", {})
-            for key in ("arch", "width", "mean_norm", "format", "train_clips", "test_clips"):
+            for key in ("arch", "width", "mean_norm", "format", "train_clips", "test_clips", "open_set"):
                 if key in saved and saved[key] != settings[key]:
                     raise QedgeError(f"{rpath}: saved run has {key}={saved[key]!r}, this one {settings[key]!r}: "
                                      "resume with the same options or start afresh without --resume")
@@ -710,6 +743,13 @@ def train_model(
                    "window_frames": int(eval_set.feature_shape[1]),
                    "seconds": round(time.perf_counter() - started, 1)})
     meta["history"] = [record]
+    if open_set and ctx.is_main:
+        from qedge.stream.tune import choose_listen_settings
+
+        meta["listen"], tuning = choose_listen_settings(model, meta, str(data), log=say)
+        record["listen_tuning"] = {k: tuning[k] for k in ("smooth", "mean_window_f1", "notes", "allowed_false_alarms")}
+        say(f"listen defaults: smoothing {meta['listen']['smooth']}, thresholds "
+            + ", ".join(f"{k} {v:g}" for k, v in meta["listen"]["thresholds"].items()))
     if ctx.is_main:
         checkpoint.save(out, model, meta)
         rpath.unlink(missing_ok=True)

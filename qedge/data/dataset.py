@@ -33,6 +33,10 @@ class ClipDataset(Dataset):
     feature-level ones after; batch-level ones (mixup) belong in the training loop
     (:func:`qedge.data.augment.batch_augmenter`).
     Caching: see :mod:`qedge.data.cache` (``cache_dir=False`` turns it off).
+
+    event_crops (training): random crops of a longer clip hold at least half of its sounding
+    part, or half the crop when the sound is longer (:func:`qedge.data.background.sounding_span`):
+    a crop of a clip's digital-silence padding would teach that silence is its class.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class ClipDataset(Dataset):
         cache_dir: str | os.PathLike | None | bool = None,
         augment: Compose | Sequence[Any] | None = None,
         labels: Sequence[str] | None = None,
+        event_crops: bool = False,
     ) -> None:
         if not isinstance(index, ClipIndex) or not index.clips:
             raise QedgeError("ClipDataset needs a non-empty ClipIndex")
@@ -55,6 +60,7 @@ class ClipDataset(Dataset):
         self.clips: list[Clip] = list(index.clips)
         self.config = config
         self.train = bool(train)
+        self.event_crops = bool(event_crops)
         self.multilabel = index.multilabel
         self.labels = list(labels) if labels is not None else list(index.labels)
         self._label_ids = {lab: i for i, lab in enumerate(self.labels)}
@@ -123,12 +129,27 @@ class ClipDataset(Dataset):
         wave = self.loader.waveform(clip)
         if wave.shape[0] == n and not self._wave_aug:
             return self.loader.fixed_features(clip, n)
-        span = abs(wave.shape[0] - n)
-        offset = int(torch.randint(0, span + 1, ()).item()) if span else 0
+        lo, hi = self._crop_offsets(wave, n)
+        offset = int(torch.randint(lo, hi + 1, ()).item()) if hi > lo else lo
         excerpt = crop_or_pad(wave, n, offset)
         if self._wave_aug:
             excerpt = self._wave_aug(np.array(excerpt, dtype=np.float32, copy=True))
         return self.loader.features(excerpt)
+
+    def _crop_offsets(self, wave: np.ndarray, n: int) -> tuple[int, int]:
+        """Inclusive range of training crop (or padding) offsets for ``wave``."""
+        size = wave.shape[0]
+        span = abs(size - n)
+        if not self.event_crops or size <= n:
+            return 0, span
+        from qedge.data.background import sounding_span
+
+        a, b = sounding_span(wave)
+        if b <= a:
+            return 0, span
+        need = min(n, b - a) // 2  # overlap of crop [o, o+n) with [a, b) must reach this
+        lo, hi = max(0, a + need - n), min(span, b - need)
+        return (lo, hi) if hi >= lo else (0, span)
 
     def warm_cache(self, progress: bool = True, description: str = "caching clips") -> int:
         """Decode/resample every clip (and compute its features where the crop is deterministic)
