@@ -115,7 +115,10 @@ def model_info(
             bound = None
     arch = {"name": str(meta.get("arch", getattr(model, "arch", "unknown"))),
             "kwargs": dict(meta.get("arch_kwargs", getattr(model, "arch_kwargs", {})))}
+    from qedge.meta import ModelRecord
+
     return ModelInfo(
+        listen=ModelRecord.from_meta(meta).listen_settings(),
         labels=labels,
         features=features,
         arch=arch,

@@ -12,7 +12,8 @@ TensorRT is imported lazily (``qedge[trt]``). The build branches on ``tensorrt._
   input and before the output, so the engine's I/O stays fp32); a QDQ ONNX is used as it is;
 - **< 10**: refused (the ONNX parser and APIs used here are TensorRT 10's).
 
-Optimisation profile: input ``features`` at the fixed window ``(b, 4, window_frames, n_mels)``
+Optimisation profile: input ``features`` at the fixed listen window ``(b, 4, listen frames, n_mels)``
+(``info.listen.window_frames``, else ``window_frames``)
 with b ∈ [1, max_batch]; ``opt`` = 1 by default, because ``qedge listen`` runs one window per
 hop (batch 1) and TensorRT picks its tactics for the opt shape; pass ``opt_batch=max_batch`` for
 offline batch scoring. A time-dynamic ONNX gets the same fixed window (engines are built per window).
@@ -97,7 +98,7 @@ def profile_shapes(info: ModelInfo, max_batch: int = 1, opt_batch: int | None = 
     opt = 1 if opt_batch is None else int(opt_batch)
     if not 1 <= opt <= max_batch:
         raise QedgeError(f"opt batch {opt} is outside 1..{max_batch}")
-    tail = (4, int(info.window_frames), int(info.features["n_mels"]))
+    tail = (4, int(info.listen.window_frames or info.window_frames), int(info.features["n_mels"]))
     return (1, *tail), (opt, *tail), (int(max_batch), *tail)
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ["collate", "predict"]
+__all__ = ["collate", "predict", "TorchBackend"]
 
 
 def collate(items: list[Any]) -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -66,3 +66,37 @@ def predict(model: "nn.Module", dataset: Any, *, batch_size: int = 64, device: s
         inv = np.argsort(order, kind="stable")
         lg, tg = lg[inv], tg[inv]
     return lg, tg
+
+
+class TorchBackend:
+    """A PyTorch model as a :class:`qedge.runtime.backends.Backend`: the listen loop (stream
+    evaluation, threshold tuning) runs on a ``.qedge`` model without exporting it first.
+
+    Scores are softmax (single-label) or sigmoid (multi-label) of the logits, as the exported
+    ONNX computes them (``qedge.export.onnx.scores_module``). ``info``: a
+    :class:`~qedge.runtime.model_info.ModelInfo` (MACs left 0: the profile is export's job).
+    """
+
+    name = "torch"
+    fixed_frames = None
+
+    def __init__(self, model: "nn.Module", meta: dict[str, Any]) -> None:
+        from qedge.meta import ModelRecord
+        from qedge.runtime.model_info import ModelInfo
+
+        record = ModelRecord.from_meta(meta)
+        self.model = model.to("cpu").eval()
+        self.multilabel = record.task == "multi-label"
+        self.info = ModelInfo(labels=record.labels, features=record.features,
+                              arch={"name": record.arch, "kwargs": record.arch_kwargs}, macs=0,
+                              params=int(sum(p.numel() for p in model.parameters())),
+                              window_frames=record.window_frames(), task=record.task,
+                              listen=record.listen_settings())
+
+    def run(self, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            logits = self.model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+            scores = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+        return scores.numpy()

@@ -4,7 +4,9 @@ Each hop's (smoothed) score describes the interval ``(t - hop, t]`` of the strea
 *on* when its score reaches ``on_threshold`` and stays on until it falls below ``off_threshold``
 (< on_threshold: hysteresis, so a score hovering near one threshold does not chatter). An event
 spans from the start of its first "on" interval to the end of its last one; events shorter than
-``min_duration`` seconds are discarded; each event reports its peak score.
+``min_duration`` seconds are discarded; each event reports its peak score. Thresholds are one
+number for every label or one per label (an infinite threshold never switches on: an open-set
+model's background output).
 """
 
 from __future__ import annotations
@@ -34,16 +36,16 @@ class Event:
 class EventDetector:
     """Per-label hysteresis state machine over a stream of score vectors."""
 
-    def __init__(self, labels: Sequence[str], on_threshold: float, off_threshold: float | None = None,
-                 min_duration: float = 0.0) -> None:
-        off = on_threshold if off_threshold is None else off_threshold
-        if off > on_threshold:
-            raise ValueError(f"off threshold {off} must not exceed the on threshold {on_threshold}")
+    def __init__(self, labels: Sequence[str], on_threshold: float | Sequence[float],
+                 off_threshold: float | Sequence[float] | None = None, min_duration: float = 0.0) -> None:
         self.labels = list(labels)
-        self.on = float(on_threshold)
-        self.off = float(off)
-        self.min_duration = float(min_duration)
         n = len(self.labels)
+        self.on = np.broadcast_to(np.asarray(on_threshold, dtype=np.float64), (n,)).copy()
+        off = self.on if off_threshold is None else np.asarray(off_threshold, dtype=np.float64)
+        self.off = np.broadcast_to(off, (n,)).copy()
+        if np.any(self.off > self.on):
+            raise ValueError(f"off threshold {off_threshold} must not exceed the on threshold {on_threshold}")
+        self.min_duration = float(min_duration)
         self._active = np.zeros(n, dtype=bool)
         self._onset = np.zeros(n)
         self._last = np.zeros(n)
@@ -56,12 +58,12 @@ class EventDetector:
         for c in range(len(self.labels)):
             s = scores[c]
             if self._active[c]:
-                if s < self.off:
+                if s < self.off[c]:
                     closed.extend(self._close(c))
                 else:
                     self._last[c] = t
                     self._peak[c] = max(self._peak[c], s)
-            elif s >= self.on:
+            elif s >= self.on[c]:
                 self._active[c] = True
                 self._onset[c] = max(0.0, t - hop)
                 self._last[c] = t

@@ -30,6 +30,7 @@ from qedge.runtime.audio import to_mono
 from qedge.runtime.backends import Backend
 from qedge.runtime.events import EventDetector
 from qedge.runtime.features import FeatureConfig, LogMelDeltas
+from qedge.runtime.model_info import ListenSettings
 from qedge.runtime.report import LatencyStats, build_summary
 from qedge.runtime.sources import Source, StreamResampler
 
@@ -39,10 +40,12 @@ __all__ = ["Listener", "ListenStats", "select_tags", "MovingAverage"]
 POLL_SECONDS = 0.002
 
 
-def select_tags(scores: np.ndarray, labels: list[str], threshold: float, top_k: int) -> list[dict[str, Any]]:
-    """The ``top_k`` highest-scoring labels whose score is ≥ ``threshold``, best first."""
+def select_tags(scores: np.ndarray, labels: list[str], threshold: float | np.ndarray, top_k: int) -> list[dict[str, Any]]:
+    """The ``top_k`` highest-scoring labels whose score is ≥ their threshold (one number, or one
+    per label), best first."""
+    limits = np.broadcast_to(np.asarray(threshold, dtype=np.float64), np.shape(scores))
     order = np.argsort(-scores, kind="stable")[:top_k]
-    return [{"label": labels[i], "score": round(float(scores[i]), 4)} for i in order if scores[i] >= threshold]
+    return [{"label": labels[i], "score": round(float(scores[i]), 4)} for i in order if scores[i] >= limits[i]]
 
 
 class MovingAverage:
@@ -79,48 +82,79 @@ class ListenStats:
 class Listener:
     """Streaming tagger around a backend (``.info`` and ``.run``).
 
-    hop_s / window_s: seconds between windows / window length (defaults: the model's
-    ``window_frames``, and a quarter of the window). smooth: moving average over that many
-    windows. threshold / top_k: which labels become tags. events: hysteresis events (on at
-    ``threshold``, off below ``off_threshold``, at least ``min_duration`` s).
+    Every setting left as None comes from the model's :class:`~qedge.runtime.model_info.ListenSettings`
+    (``info.listen``, chosen on data when the model was trained): window_s / hop_s (else the
+    model's ``window_frames`` and a quarter of it), smooth (moving average over that many
+    windows), threshold (one number for every label, else the model's per-label thresholds),
+    off_threshold / min_duration (hysteresis events: on at the threshold, off below
+    ``off_threshold`` — default ``off_ratio`` × the threshold —, at least ``min_duration`` s).
+    An open-set model's background output is never a tag. keep_scores: every result carries the
+    raw scores of all outputs (``"scores"``), for tuning and evaluation.
     """
 
     def __init__(self, backend: Backend, hop_s: float | None = None, window_s: float | None = None,
-                 smooth: int = 1, threshold: float = 0.25, top_k: int = 3, events: bool = False,
-                 off_threshold: float | None = None, min_duration: float = 0.0) -> None:
+                 smooth: int | None = None, threshold: float | None = None, top_k: int = 3, events: bool = False,
+                 off_threshold: float | None = None, min_duration: float | None = None,
+                 keep_scores: bool = False) -> None:
         self.backend = backend
         self.info = backend.info
+        self.settings = self.info.listen
         self.config = FeatureConfig.from_dict(self.info.features)
         frame_s = self.config.hop_length / self.config.sample_rate
         if window_s is not None and window_s <= 0:
             raise QedgeError(f"--window must be > 0 seconds, got {window_s}")
         if hop_s is not None and hop_s <= 0:
             raise QedgeError(f"--hop must be > 0 seconds, got {hop_s}")
-        self.window_frames = int(self.info.window_frames) if window_s is None else max(1, round(window_s / frame_s))
         fixed = getattr(backend, "fixed_frames", None)
+        if window_s is not None:
+            self.window_frames = max(1, round(window_s / frame_s))
+        elif fixed:
+            self.window_frames = int(fixed)  # the only window this export takes
+        else:
+            self.window_frames = int(self.settings.window_frames or self.info.window_frames)
         if fixed and fixed != self.window_frames:
             raise QedgeError(f"the model takes exactly {fixed} frames ({fixed * frame_s:.2f} s); "
                              f"--window {self.window_frames * frame_s:.2f} s does not fit it")
-        self.hop_frames = max(1, self.window_frames // 4) if hop_s is None else max(1, round(hop_s / frame_s))
+        if hop_s is not None:
+            self.hop_frames = max(1, round(hop_s / frame_s))
+        elif self.settings.hop_frames and window_s is None:
+            self.hop_frames = int(self.settings.hop_frames)
+        else:
+            self.hop_frames = max(1, self.window_frames // 4)
         self.frame_s = frame_s
         self.hop_s = self.hop_frames * frame_s
         self.window_s = self.window_frames * frame_s
-        if not 0.0 <= threshold <= 1.0:
-            raise QedgeError(f"--threshold must be in [0, 1], got {threshold}")
+        labels = list(self.info.labels)
+        if threshold is not None:
+            if not 0.0 <= threshold <= 1.0:
+                raise QedgeError(f"--threshold must be in [0, 1], got {threshold}")
+            on = ListenSettings(default_threshold=float(threshold), background=self.settings.background)
+            self.thresholds = np.asarray(on.threshold_vector(labels))
+        else:
+            self.thresholds = np.asarray(self.settings.threshold_vector(labels))
         if top_k < 1:
             raise QedgeError(f"--top-k must be ≥ 1, got {top_k}")
-        self.smooth = int(smooth)
+        self.smooth = int(self.settings.smooth if smooth is None else smooth)
         MovingAverage(self.smooth)  # validates
-        self.threshold = float(threshold)
         self.top_k = int(top_k)
         self.events = bool(events)
-        off = threshold * 0.5 if off_threshold is None else float(off_threshold)
-        if events and off > threshold:
-            raise QedgeError(f"--off-threshold ({off}) must not exceed --threshold ({threshold})")
-        self.off_threshold = off
-        self.min_duration = float(min_duration)
+        if off_threshold is None:
+            self.off_thresholds = self.thresholds * float(self.settings.off_ratio)
+        else:
+            self.off_thresholds = np.where(np.isinf(self.thresholds), np.inf, float(off_threshold))
+            if events and np.any(self.off_thresholds > self.thresholds):
+                raise QedgeError(f"--off-threshold ({off_threshold}) must not exceed any label's threshold "
+                                 f"(lowest {float(np.min(self.thresholds)):g})")
+        self.min_duration = float(self.settings.min_duration if min_duration is None else min_duration)
+        self.keep_scores = bool(keep_scores)
         # MACs scale with the number of frames (convolutions); the metadata's count is for window_frames.
         self.macs = int(round(self.info.macs * self.window_frames / max(1, self.info.window_frames)))
+
+    @property
+    def threshold(self) -> float:
+        """The lowest per-label threshold (for reports)."""
+        finite = self.thresholds[np.isfinite(self.thresholds)]
+        return float(finite.min()) if finite.size else float("inf")
 
     # -- public --------------------------------------------------------------------------------
     def run(self, source: Source, seconds: float | None = None,
@@ -173,7 +207,7 @@ class Listener:
         extractor = LogMelDeltas(cfg).stream()
         resampler = StreamResampler(source.sample_rate, cfg.sample_rate)
         smoother = MovingAverage(self.smooth)
-        detector = (EventDetector(self.info.labels, self.threshold, self.off_threshold, self.min_duration)
+        detector = (EventDetector(self.info.labels, self.thresholds, self.off_thresholds, self.min_duration)
                     if self.events else None)
         W, H = self.window_frames, self.hop_frames
         frames = np.zeros((4, 0, cfg.n_mels), dtype=np.float32)
@@ -195,7 +229,7 @@ class Listener:
                                  f"{len(self.info.labels)} labels: re-export it with 'qedge export'")
             scores = smoother(probs)
             t = end * self.frame_s
-            tags = select_tags(scores, self.info.labels, self.threshold, self.top_k)
+            tags = select_tags(scores, self.info.labels, self.thresholds, self.top_k)
             e2e = (time.monotonic() - arrival) * 1000.0
             result = {
                 "t": round(t, 3),
@@ -205,6 +239,8 @@ class Listener:
                                "end_to_end": round(e2e, 3)},
                 "macs": self.macs,
             }
+            if self.keep_scores:
+                result["scores"] = probs.astype(np.float32).tolist()
             stats.windows += 1
             stats.inference_seconds += t_inf
             stats.features.add(feat_pending * 1000.0)

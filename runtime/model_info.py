@@ -24,6 +24,49 @@ _REQUIRED = ("labels", "features", "arch", "macs", "params", "window_frames", "t
 
 
 @dataclass
+class ListenSettings:
+    """How ``qedge listen`` runs a model by default: recorded in the model file (``meta["listen"]``)
+    and the ONNX metadata (``qedge.listen``); command-line flags override each.
+
+    window_frames / hop_frames: the listen window and hop in feature frames (None: the runtime
+    derives them from the model's ``window_frames``). thresholds: per-label score that makes a tag
+    (and switches an event on); labels missing use ``default_threshold``. off_ratio: an event
+    ends when its score falls below ``off_ratio`` × its threshold (hysteresis). smooth: moving
+    average over that many windows. min_duration: shortest event reported (s). background: the
+    label of an open-set model's "none of my classes" output, never reported as a tag.
+    chosen_on: how the values were chosen (for reports).
+    """
+
+    window_frames: int | None = None
+    hop_frames: int | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    default_threshold: float = 0.25
+    off_ratio: float = 0.5
+    smooth: int = 1
+    min_duration: float = 0.0
+    background: str | None = None
+    chosen_on: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "ListenSettings":
+        data = dict(data or {})
+        try:
+            out = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+            out.thresholds = {str(k): float(v) for k, v in (out.thresholds or {}).items()}
+        except (TypeError, ValueError) as exc:
+            raise QedgeError(f"malformed listen settings in the model ({exc})") from exc
+        return out
+
+    def threshold_vector(self, labels: list[str]) -> "list[float]":
+        """Per-output thresholds in label order; the background output never tags (inf)."""
+        return [float("inf") if lab == self.background else float(self.thresholds.get(lab, self.default_threshold))
+                for lab in labels]
+
+
+@dataclass
 class ModelInfo:
     """Metadata of a deployed model.
 
@@ -31,7 +74,8 @@ class ModelInfo:
     arch: ``{"name": ..., "kwargs": {...}}``.  macs: MACs of one window (batch 1).
     params: parameter count of the (quaternion) model.  window_frames: frames per window (the
     time axis of the input).  task: ``"single-label"`` or ``"multi-label"``.
-    lipschitz: the network's Lipschitz upper bound when known.  extra: anything else (strings).
+    lipschitz: the network's Lipschitz upper bound when known.  listen: how ``qedge listen``
+    runs it by default (:class:`ListenSettings`).  extra: anything else (strings).
     """
 
     labels: list[str]
@@ -42,6 +86,7 @@ class ModelInfo:
     window_frames: int
     task: str = "single-label"
     lipschitz: float | None = None
+    listen: ListenSettings = field(default_factory=ListenSettings)
     extra: dict[str, str] = field(default_factory=dict)
 
     # -- ONNX metadata_props -------------------------------------------------------------------
@@ -58,6 +103,7 @@ class ModelInfo:
         }
         if self.lipschitz is not None:
             props[_PREFIX + "lipschitz"] = repr(float(self.lipschitz))
+        props[_PREFIX + "listen"] = json.dumps(self.listen.to_dict(), sort_keys=True)
         for key, value in self.extra.items():
             props[_PREFIX + key] = str(value)
         return props
@@ -72,7 +118,7 @@ class ModelInfo:
                 "export it with 'qedge export'"
             )
         try:
-            known = {_PREFIX + k for k in (*_REQUIRED, "lipschitz")}
+            known = {_PREFIX + k for k in (*_REQUIRED, "lipschitz", "listen")}
             return cls(
                 labels=list(json.loads(props[_PREFIX + "labels"])),
                 features=dict(json.loads(props[_PREFIX + "features"])),
@@ -82,6 +128,7 @@ class ModelInfo:
                 window_frames=int(props[_PREFIX + "window_frames"]),
                 task=props[_PREFIX + "task"],
                 lipschitz=float(props[_PREFIX + "lipschitz"]) if _PREFIX + "lipschitz" in props else None,
+                listen=ListenSettings.from_dict(json.loads(props.get(_PREFIX + "listen", "{}"))),
                 extra={k[len(_PREFIX):]: v for k, v in props.items() if k.startswith(_PREFIX) and k not in known},
             )
         except (ValueError, TypeError) as exc:
@@ -96,7 +143,9 @@ class ModelInfo:
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise QedgeError(f"{source} lacks {', '.join(missing)}: rebuild it with 'qedge export --trt'")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        kwargs = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        kwargs["listen"] = ListenSettings.from_dict(data.get("listen"))
+        return cls(**kwargs)
 
     def write_sidecar(self, engine_path: str | Path) -> Path:
         """Write ``<engine>.json`` beside a TensorRT engine."""

@@ -13,7 +13,7 @@ from qedge.errors import QedgeError
 def export(
     model: Path = typer.Argument(..., help="Model file (.qedge) written by 'qedge train' or 'qedge compress'."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: MODEL with .onnx)."),
-    dynamic_time: bool = typer.Option(False, "--dynamic-time", help="Make the frames axis dynamic too (batch always is)."),
+    dynamic_time: bool = typer.Option(True, "--dynamic-time/--fixed-time", help="Frames axis dynamic (default: the listen window and the whole-clip window both run) or fixed to the model's scoring window. Batch is always dynamic."),
     verify_data: Optional[str] = typer.Option(
         None, "--verify-data", help="Clips to verify on: esc10, fsdd or a folder (default: the model's data)."),
     verify_size: int = typer.Option(16, "--verify-size", min=1, help="Held-out clips used for the PyTorch/ORT check."),
