@@ -11,7 +11,7 @@ import typer
 
 
 def evaluate(
-    model: Path = typer.Argument(..., help="Model file (.qedge) written by 'qedge train' or 'qedge compress'."),
+    model: Path = typer.Argument(..., help="Model file (.qedge) written by 'qedge train' or 'qedge compress'; with --stream also an exported .onnx."),
     data: str = typer.Option(..., "--data", help="'esc10', 'fsdd' (the shared recordings) or a dataset path."),
     format: Optional[str] = typer.Option(None, "--format", help="Dataset format: esc, fsdd, folder, csv, audioset, gtzan (default: detect)."),
     split: str = typer.Option("test", "--split", help="'test': the held-out split the model was trained with (its --test-fold / --test-speaker, else the dataset's default); 'all': every clip under --data."),
@@ -19,9 +19,23 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache folder (default: $QEDGE_CACHE or ~/.cache/qedge)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (accuracy or map, n, per_class, confusion)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix (or per-class AP) as a PNG here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix (or per-class AP; with --stream the timeline) as a PNG here."),
+    stream: bool = typer.Option(False, "--stream", help="Stream evaluation: a seeded soundscape of the held-out clips on noise/speech beds with quiet stretches of silence, noise and speech, run through the listen loop with the model's defaults and scored with sed_eval (segment F1 at 1 s, event F1 with a 0.5 s onset collar), false alarms per hour per kind, event recall, onset latency."),
+    seed: int = typer.Option(0, "--seed", help="With --stream: soundscape seed (same seed, same audio)."),
+    quiet_minutes: float = typer.Option(2.0, "--quiet-minutes", help="With --stream: minutes of each quiet kind (silence, noise, speech) at least."),
+    snr: float = typer.Option(10.0, "--snr", help="With --stream: event-to-bed SNR in dB."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="With --stream: one threshold for every label instead of the model's."),
+    test_fold: Optional[str] = typer.Option(None, "--test-fold", help="With --stream on an .onnx: the held-out fold (a .qedge knows its own)."),
+    test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="With --stream on an .onnx: the held-out speaker."),
 ) -> None:
-    """Evaluate a model on a dataset; labels are matched by name to the model's vocabulary."""
+    """Evaluate a model on a dataset; labels are matched by name to the model's vocabulary.
+
+    With --stream: how the model does live, on continuous audio, through `qedge listen`'s loop.
+    """
+    if stream:
+        _evaluate_stream(model, data, format, seed, quiet_minutes, snr, threshold, test_fold, test_speaker,
+                         as_json, plot)
+        return
     from qedge.checkpoint import load
     from qedge.data import find_dataset
     from qedge.errors import QedgeError
@@ -43,5 +57,57 @@ def evaluate(
         return
     print(f"{model}: {meta['arch']} on {data} ({split} split)")
     print(summarize(result))
+    if plot is not None:
+        print(f"plot: {plot}")
+
+
+def _evaluate_stream(model: Path, data: str, format: Optional[str], seed: int, quiet_minutes: float, snr: float,
+                     threshold: Optional[float], test_fold: Optional[str], test_speaker: Optional[str],
+                     as_json: bool, plot: Optional[Path]) -> None:
+    from qedge.data import find_dataset
+    from qedge.errors import QedgeError
+    from qedge.meta import ModelRecord
+    from qedge.stream.score import evaluate_stream, plot_stream
+
+    if quiet_minutes < 0:
+        raise QedgeError(f"--quiet-minutes must be ≥ 0, got {quiet_minutes}")
+    if not model.exists():
+        raise QedgeError(f"model file not found: {model}")
+    if model.suffix == ".onnx":
+        from qedge.runtime.backends import OrtBackend
+
+        backend = OrtBackend(model)
+        info = backend.info
+        record = ModelRecord(arch=str(info.arch.get("name", "?")), arch_kwargs=dict(info.arch.get("kwargs", {})),
+                             labels=list(info.labels), task=info.task, features=dict(info.features),
+                             clip_seconds=1.0, test_fold=test_fold, test_speaker=test_speaker,
+                             background_label=info.listen.background)
+    else:
+        from qedge.checkpoint import load
+        from qedge.inference import TorchBackend
+
+        net, meta = load(model)
+        record = ModelRecord.from_meta(meta, source=str(model))
+        backend = TorchBackend(net, meta)
+    index = find_dataset(data, format)
+    log = None if as_json else print
+    report = evaluate_stream(backend, record, index, seed=seed, quiet_seconds=60.0 * quiet_minutes, snr_db=snr,
+                             log=log, threshold=threshold)
+    report["model"] = str(model)
+    if plot is not None:
+        plot_stream(report, [lab for lab in record.labels if lab != record.background_label], plot,
+                    title=f"{model.name} on a held-out {data} soundscape (seed {seed}, {snr:g} dB SNR)")
+    if as_json:
+        sys.stdout.write(json.dumps({k: v for k, v in report.items() if k not in ("timeline",)}) + "\n")
+        return
+    fa = ", ".join(f"{k} {v['count']} in {60 * v['hours']:.1f} min ({v['per_hour']:.1f}/h, ≤ {v['per_hour_95_upper']:.1f}/h at 95 %)"
+                   for k, v in report["false_alarms"].items())
+    lat = report["onset_latency_s"]["median"]
+    print(f"{model}: stream evaluation on {data} ({report['held_out']}), window {report['window_s']:.2f} s, "
+          f"hop {report['hop_s']:.2f} s")
+    print(f"  segment F1 (1 s) {report['segment_f1']:.3f}   event F1 (0.5 s collar) {report['event_f1']:.3f}   "
+          f"event recall {report['event_recall']:.3f} of {report['events']}   median onset latency "
+          + ("–" if lat is None else f"{lat:.2f} s"))
+    print(f"  false alarms: {fa}")
     if plot is not None:
         print(f"plot: {plot}")
