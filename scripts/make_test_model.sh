@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Regenerate the trained test model (tests/fixtures/esc10-qcnn6.qedge): the default ESC-10 recipe,
-# seed 0, trained on folds 1–3 (fold 4 held out). About 2 minutes on 2 cores.
+# Regenerate the trained test models: the default ESC-10 recipe, seed 0, trained on folds 1–3
+# (fold 4 held out), once closed-set (tests/fixtures/esc10-qcnn6.qedge) and once with the built-in
+# open-set negatives (tests/fixtures/esc10-qcnn6-openset.qedge). About 2 minutes each on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p tests/fixtures
 .venv/bin/qedge train --data esc10 --seed 0 --out tests/fixtures/esc10-qcnn6.qedge
+.venv/bin/qedge train --data esc10 --seed 0 --open-set --out tests/fixtures/esc10-qcnn6-openset.qedge

@@ -240,3 +240,50 @@ def test_device_rate_fallback_resamples(pulse, band_model, notorch):
     assert out["rate"] != 32000 and out["summary"]["error"] is None
     assert out["summary"]["audio_s"] == pytest.approx(3.0, abs=0.6)  # measured at the model's rate
     assert sum(t == ["high"] for t in out["tags"]) >= 4, out["tags"]
+
+
+def test_microphone_soundscape_gives_the_file_path_events(pulse, notorch, tmp_path):
+    """Issue #13 item 5: a seeded soundscape (tone events on a noise bed, quiet silence and noise)
+    played through the pipe source and PortAudio gives the same events as the same soundscape read
+    as a file: same count and labels, onsets and offsets within one hop once the start offset of
+    the capture (a constant, < 0.5 s) is removed."""
+    from qedge.data.background import BackgroundBank
+    from qedge.runtime.model_info import ListenSettings
+    from qedge.stream.soundscape import SoundscapeSpec, build_soundscape
+    from test_stream import tone_clip, tone_detector_onnx
+
+    settings = ListenSettings(window_frames=50, hop_frames=10, thresholds={"tone": 0.5}, background="background")
+    model = tone_detector_onnx(tmp_path / "tone.onnx", settings)
+    clips = [(tone_clip(0.8 + 0.2 * (i % 3), 1.0), "tone") for i in range(4)]
+    sc = build_soundscape(clips, BackgroundBank.build(SR), seed=2,
+                          spec=SoundscapeSpec(bed_kinds=("noise",), quiet_kinds=("silence", "noise"),
+                                              quiet_seconds=2.0, events_per_quiet=2))
+    wav = sc.write(tmp_path / "soundscape.wav")
+    seconds = sc.audio.size / SR
+    assert seconds < 25  # keeps the real-time part of the suite short
+
+    def events_of(stdout: str) -> list[dict]:
+        return [x for x in (json.loads(line) for line in stdout.splitlines() if line.strip()) if "event" in x]
+
+    proc = listen(pulse, notorch, [str(model), "--file", str(wav), "--fast", "--events", "--json", "--threads", "1"])
+    assert proc.returncode == 0, proc.stderr
+    from_file = events_of(proc.stdout)
+    assert len(from_file) == len(sc.events)  # the file path finds every event (test_stream checks timing)
+
+    feeder = Feeder(pulse, "vmic", sc.audio)
+    feeder.start()
+    try:
+        proc = listen(pulse, notorch, [str(model), "--device", "vmic", "--seconds", f"{seconds + 1.0:.2f}",
+                                       "--events", "--json", "--threads", "1"], timeout=seconds + 30)
+    finally:
+        feeder.stop.set()
+        feeder.join(5)
+    assert proc.returncode == 0, proc.stderr
+    from_mic = events_of(proc.stdout)
+    assert [e["event"] for e in from_mic] == [e["event"] for e in from_file], (from_mic, from_file)
+    shift = float(np.median([m["onset"] - f["onset"] for m, f in zip(from_mic, from_file)]))
+    assert -0.05 <= shift < 0.5, shift
+    hop = settings.hop_frames / 100
+    for m, f in zip(from_mic, from_file):
+        assert abs(m["onset"] - shift - f["onset"]) <= hop + 1e-6, (m, f, shift)
+        assert abs(m["offset"] - shift - f["offset"]) <= hop + 1e-6, (m, f, shift)
