@@ -162,6 +162,10 @@ def main() -> None:
     runs = {"fp32": listen(out / "pruned.onnx", wav, segments),
             "int8": listen(out / "pruned.int8.onnx", wav, segments)}
     plot_timeline(out / "listen-timeline.png", segments, runs, list(meta_p["labels"]))
+    stream = last_json(step("stream evaluation: held-out soundscape (events at 10 dB SNR on noise/speech beds, "
+                            "quiet silence/noise/speech) through the listen loop, scored with sed_eval",
+                            ["evaluate", str(out / "pruned.onnx"), "--data", "esc10", "--stream", "--json",
+                             "--plot", str(out / "stream-timeline.png")], capture=True))
 
     tr, cp = train_record(meta_b, "train"), train_record(meta_p, "compress")
     int8 = exp_pruned.get("int8", {})
@@ -182,8 +186,11 @@ def main() -> None:
                           **{k: r["summary"][k] for k in ("windows", "window_s", "hop_s", "latency_ms",
                                                           "real_time_factor", "gmacs_per_s", "macs_per_window")}}
                    for name, r in runs.items()},
+        "stream": {k: stream.get(k) for k in ("segment_f1", "event_f1", "event_recall", "onset_latency_s",
+                                               "false_alarms", "window_s", "hop_s", "soundscape_seconds", "seed")},
         "plots": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
-                  for p in [out / "compress" / "report.png", out / "pruned-confusion.png", out / "listen-timeline.png"]
+                  for p in [out / "compress" / "report.png", out / "pruned-confusion.png", out / "listen-timeline.png",
+                            out / "stream-timeline.png"]
                   if p.exists()],
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -222,6 +229,13 @@ def print_report(r: dict[str, Any], out: Path) -> None:
               f"{li['latency_ms']['end_to_end']['p50']:.1f} / {li['latency_ms']['end_to_end']['p95']:.1f} ms")
     t.add_row("listen: real-time factor", "", f"{lf['real_time_factor']:.4f}", f"{li['real_time_factor']:.4f}")
     t.add_row("listen: achieved GMAC/s", "", f"{lf['gmacs_per_s']}", f"{li['gmacs_per_s']}")
+    st = r["stream"]
+    fa = st["false_alarms"]
+    t.add_row("stream: segment F1 (1 s) / event recall", "", f"{st['segment_f1']:.3f} / {_pct(st['event_recall'])}", "")
+    t.add_row("stream: false alarms per hour (silence / noise / speech)", "",
+              " / ".join(f"{fa[k]['per_hour']:.0f}" for k in ("silence", "noise", "speech") if k in fa), "")
+    lat = st["onset_latency_s"]["median"]
+    t.add_row("stream: median onset latency", "", "–" if lat is None else f"{lat:.2f} s", "")
     console = Console()
     console.print()
     console.print(t)
