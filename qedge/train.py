@@ -608,14 +608,13 @@ def train_model(
 
     Open set (``open_set``, recipe default; implied by ``background`` folders): a single-label
     model gets one more output, :data:`~qedge.data.background.BACKGROUND_LABEL`, trained on
-    event-free audio (:func:`open_set_training`), so it can say that none of its classes sounds.
+    event-free audio (:mod:`qedge.data.background`), so it can say that none of its classes sounds.
     """
     import torch
 
     from qedge import checkpoint
     from qedge.data import ClipDataset, find_dataset
-    from qedge.data.background import (BACKGROUND_LABEL, BackgroundDataset, MixBackground, open_set_labels,
-                                       training_bank)
+    from qedge.data.background import BACKGROUND_LABEL, MixBackground, open_set_labels, training_bank, with_negatives
     from qedge.distributed import context
     from qedge.models import build
     from qedge.profile import profile
@@ -664,13 +663,11 @@ def train_model(
     train_crop = float(train_set.clip_seconds)
     open_settings: dict[str, Any] = {"open_set": open_set}
     if bank is not None:
-        from torch.utils.data import ConcatDataset
-
-        size = max(1, int(round(float(recipe.get("negatives", 0.5)) * len(train_set))))
-        background_index = labels.index(BACKGROUND_LABEL) if BACKGROUND_LABEL in labels else None
-        negatives = BackgroundDataset(bank, size, feat_cfg, train_set.num_samples, background_index, len(labels))
-        train_set = ConcatDataset([train_set, negatives])
-        open_settings.update({"background_items": size, "bank": bank.describe(),
+        clips = len(train_set)
+        train_set = with_negatives(train_set, bank, feat_cfg, labels, float(recipe.get("negatives", 0.5)))
+        size = len(train_set) - clips
+        open_settings.update({"background_items": size, "negatives": float(recipe.get("negatives", 0.5)),
+                              "bank": bank.describe(),
                               "background_dirs": [str(p) for p in background],
                               "mix_p": float(recipe.get("mix_p", 0.5)),
                               "mix_snr_db": list(recipe.get("mix_snr_db", (0.0, 20.0)))})

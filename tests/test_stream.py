@@ -270,3 +270,25 @@ def test_open_set_model_file_holds_tuned_thresholds():
     assert record.labels[-1] == "background" and settings.background == "background"
     assert set(settings.thresholds) == set(record.labels[:-1])
     assert all(0.0 < v < 1.0 for v in settings.thresholds.values()) and settings.chosen_on
+
+
+def test_fine_tuning_an_open_set_model_keeps_its_open_set():
+    """`qedge compress` fine-tunes on the data the model was trained on: an open-set model's
+    training half keeps its background mixing and its event-free items (labelled background),
+    or fine-tuning would teach it to forget "nothing"."""
+    import torch
+    from torch.utils.data import ConcatDataset
+
+    from qedge.checkpoint import read_meta
+    from qedge.compress.pipeline import load_datasets
+
+    meta = read_meta(OPEN_SET)
+    data = load_datasets("esc10", None, meta)
+    assert isinstance(data.train, ConcatDataset)
+    clips, negatives = data.train.datasets
+    assert len(clips) == 240 and len(negatives) == meta["history"][-1]["background_items"] == 120
+    assert any(isinstance(t, MixBackground) for t in clips._wave_aug.transforms) and clips.event_crops
+    torch.manual_seed(0)
+    x, y = negatives[0]
+    assert int(y) == meta["labels"].index("background") and tuple(x.shape) == tuple(clips[0][0].shape)
+    assert len(data.test) == 80  # the held-out fold, without negatives

@@ -157,6 +157,7 @@ def compress(
                                      device=device, log=console.print)
         new_meta = dict(meta)
         new_meta["history"] = list(meta.get("history") or []) + [entry]
+        _retune_listen(pruned, new_meta, data, console)
         path = checkpoint.save(targets[settings.name], pruned, new_meta)
         row["model"] = str(path)
         rows.append(row)
@@ -166,7 +167,8 @@ def compress(
 
     if kd_baseline_epochs > 0:
         rows.append(_kd_baseline(teacher, datasets, rows, primary, kd_baseline_epochs, kd_temperature,
-                                 train_overrides, device, report_dir, meta, latency_repeats, out, console))
+                                 train_overrides, device, report_dir, meta, latency_repeats, out, console,
+                                 data))
 
     table = Table(title=f"qedge compress — {meta.get('arch')} on {data} ({metric}: after pruning, after "
                         "fine-tuning, Δ vs unpruned; fine-tune seconds; latency ms)")
@@ -213,7 +215,7 @@ def _train_baseline(data: str, fmt: str | None, out: Path, console) -> tuple:
 
 
 def _kd_baseline(teacher, datasets, rows, primary, epochs, temperature, overrides, device, report_dir,
-                 meta, latency_repeats, out, console) -> dict:
+                 meta, latency_repeats, out, console, data: str) -> dict:
     """The paper's KD-only baseline at the primary pruned run's MACs."""
     import time
 
@@ -250,8 +252,22 @@ def _kd_baseline(teacher, datasets, rows, primary, epochs, temperature, override
                             "target_macs": target, "macs": prof.macs, "params": prof.params,
                             "temperature": temperature, datasets_metric_name(datasets.task): metric,
                             "seconds": round(seconds, 2), "epochs_run": epochs, "epochs": history}]
+    _retune_listen(student, new_meta, data, console)
     path = checkpoint.save(Path(folder) / f"{out.stem}-{name}.qedge", student, new_meta)
     row["model"] = str(path)
     console.print(f"{name}: KD-only student ({prof.macs / 1e9:.4f} GMACs) {metric:.4f} after {epochs} epochs "
                   f"({seconds:.0f} s); saved {path}")
     return row
+
+
+def _retune_listen(model, meta: dict, data: str, console) -> None:
+    """An open-set model's compressed or distilled copy scores differently from its teacher: choose
+    its own thresholds and smoothing (:func:`qedge.stream.tune.choose_listen_settings`) into
+    ``meta["listen"]`` and record how in its last history entry."""
+    if not meta.get("background_label"):
+        return
+    from qedge.stream.tune import choose_listen_settings
+
+    meta["listen"], tuning = choose_listen_settings(model, meta, data, log=console.print)
+    meta["history"][-1]["listen_tuning"] = {k: tuning[k] for k in ("smooth", "mean_window_f1", "notes",
+                                                                   "allowed_false_alarms")}

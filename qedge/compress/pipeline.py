@@ -68,8 +68,11 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     """Index ``data`` (``esc10`` | ``fsdd`` | a path), split it as the model was trained (its
     training record's test fold/speaker, else the format's held-out set) and wrap both halves in
     :class:`ClipDataset` with the model's features, clip length (training crops of the recorded
-    ``train_seconds``), its waveform augmentations (trim, endpoint, gain, noise) and labels."""
+    ``train_seconds``), its waveform augmentations (trim, endpoint, gain, noise) and labels; an
+    open-set model's training half also gets its background mixing and event-free items
+    (:func:`qedge.data.background.with_negatives`), as :func:`qedge.train.train_model` built it."""
     from qedge.data import ClipDataset, find_dataset
+    from qedge.data.background import MixBackground, training_bank, with_negatives
     from qedge.meta import ModelRecord, train_record
     from qedge.recipes import wave_augmentations
 
@@ -79,9 +82,19 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     labels = list(meta["labels"])
     task = str(meta.get("task", index.task))
     train_seconds = record.train_seconds or record.clip_seconds
-    augment = wave_augmentations(train_record(meta), sample_rate=int(record.features["sample_rate"]))
-    train = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
-                        augment=augment or None)
+    trained = train_record(meta)
+    sample_rate = int(record.features["sample_rate"])
+    augment = wave_augmentations(trained, sample_rate=sample_rate)
+    bank = None
+    if trained.get("open_set"):  # fine-tune on the same open set, or the model forgets "nothing"
+        bank = training_bank(sample_rate, str(trained.get("format", index.format)),
+                             trained.get("background_dirs") or ())
+        augment = [*augment, MixBackground(bank, tuple(trained.get("mix_snr_db", (0.0, 20.0))),
+                                           float(trained.get("mix_p", 0.5)))]
+    train: Any = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
+                             augment=augment or None, event_crops=bank is not None)
+    if bank is not None:
+        train = with_negatives(train, bank, train.config, labels, float(trained.get("negatives", 0.5)))
     test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)
     c, t, m = test.feature_shape
     return Datasets(train=train, test=test, task=task, input_shape=(1, c, t, m))

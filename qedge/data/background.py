@@ -50,6 +50,7 @@ __all__ = [
     "BackgroundDataset",
     "open_set_labels",
     "training_bank",
+    "with_negatives",
     "read_recordings",
     "speech_recordings",
 ]
@@ -307,7 +308,7 @@ def open_set_labels(labels: Sequence[str], task: str) -> list[str]:
         return labels
     if BACKGROUND_LABEL in labels:
         raise QedgeError(f"the dataset has a class named '{BACKGROUND_LABEL}', the name of the open-set "
-                         "background output: rename the class or train with --no-open-set")
+                         "background output: rename the class or train with --closed-set")
     return [*labels, BACKGROUND_LABEL]
 
 
@@ -318,3 +319,18 @@ def training_bank(sample_rate: int, data_format: str, folders: Sequence[str | Pa
     ``--background`` recordings."""
     speech = [] if data_format == "fsdd" else speech_recordings(sample_rate, "train", cache_dir=cache_dir)
     return BackgroundBank.build(sample_rate, speech=speech, recorded=read_recordings(folders, sample_rate))
+
+
+def with_negatives(train_set: Dataset, bank: BackgroundBank, config: FeatureConfig, labels: Sequence[str],
+                   fraction: float) -> Dataset:
+    """``train_set`` followed by ``round(fraction · len(train_set))`` :class:`BackgroundDataset`
+    items of the same length (``train_set.num_samples``) with the "nothing" target. Training
+    (:func:`qedge.train.train_model`) and fine-tuning (:func:`qedge.compress.pipeline.load_datasets`)
+    of an open-set model both build their training data with it."""
+    from torch.utils.data import ConcatDataset
+
+    size = max(1, int(round(float(fraction) * len(train_set))))
+    labels = list(labels)
+    background_index = labels.index(BACKGROUND_LABEL) if BACKGROUND_LABEL in labels else None
+    negatives = BackgroundDataset(bank, size, config, train_set.num_samples, background_index, len(labels))
+    return ConcatDataset([train_set, negatives])

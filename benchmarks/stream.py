@@ -1,0 +1,118 @@
+"""Benchmark: live tagging on continuous held-out audio (issue #13's stream evaluation).
+
+For each model (by default the two committed ESC-10 test models: the open-set one, trained with the
+built-in event-free audio and tuned thresholds, and the closed-set one of the same recipe and
+seed), and each soundscape seed, :func:`qedge.stream.score.evaluate_stream` builds the seeded
+held-out soundscape (ESC-10 fold 4 events at 10 dB SNR on noise and speech beds, quiet stretches of
+silence, noise and unheard speech), runs it through the listen loop with the model's defaults and
+scores it with sed_eval. Reported per model: mean ± sd over seeds of segment F1 (1 s), event F1
+(0.5 s onset collar), event recall and median onset latency, and false alarms per hour per quiet
+kind pooled over the seeds with a 95 % Poisson upper bound (the per-seed values are in the JSON).
+
+    python -m benchmarks.stream [--quick] [--seeds 0,1,2] [--quiet-minutes M] [--model FILE.qedge ...]
+
+Prints a table and writes ``benchmarks/results/stream-<machine>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.common import write_result
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = [ROOT / "tests" / "fixtures" / "esc10-qcnn6-openset.qedge",
+                  ROOT / "tests" / "fixtures" / "esc10-qcnn6.qedge"]
+FIGURES = ("segment_f1", "event_f1", "event_recall")
+
+
+def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float, snr_db: float) -> dict[str, Any]:
+    """Every seed's stream figures for one model, and their summary."""
+    from qedge.checkpoint import load
+    from qedge.data import find_dataset
+    from qedge.inference import TorchBackend
+    from qedge.meta import ModelRecord
+    from qedge.stream.score import evaluate_stream, poisson_upper
+
+    net, meta = load(path)
+    record = ModelRecord.from_meta(meta, source=str(path))
+    index = find_dataset(data)
+    per_seed = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        rep = evaluate_stream(TorchBackend(net, meta), record, index, seed=seed, quiet_seconds=quiet_seconds,
+                              snr_db=snr_db)
+        per_seed.append({
+            "seed": seed, **{k: rep[k] for k in FIGURES}, "onset_latency_median_s": rep["onset_latency_s"]["median"],
+            "false_alarms": {k: {"count": v["count"], "hours": v["hours"]} for k, v in rep["false_alarms"].items()},
+            "events": rep["events"], "soundscape_seconds": rep["soundscape_seconds"],
+            "real_time_factor": rep["real_time_factor"], "seconds": round(time.perf_counter() - t0, 1),
+        })
+        fa = ", ".join(f"{k} {v['count']}" for k, v in rep["false_alarms"].items())
+        print(f"  {path.name} seed {seed}: segment F1 {rep['segment_f1']:.3f}, event F1 {rep['event_f1']:.3f}, "
+              f"recall {rep['event_recall']:.3f}, onset latency {rep['onset_latency_s']['median']}, "
+              f"false alarms {fa} ({per_seed[-1]['seconds']:.0f} s)")
+    kinds = sorted({k for s in per_seed for k in s["false_alarms"]})
+    pooled = {}
+    for kind in kinds:
+        count = sum(s["false_alarms"].get(kind, {}).get("count", 0) for s in per_seed)
+        hours = sum(s["false_alarms"].get(kind, {}).get("hours", 0.0) for s in per_seed)
+        pooled[kind] = {"count": count, "hours": round(hours, 4), "per_hour": count / hours if hours else None,
+                        "per_hour_95_upper": poisson_upper(count, hours)}
+    history = meta.get("history") or [{}]
+    train = next((h for h in history if h.get("step") == "train"), history[0])
+    return {
+        "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "open_set": bool(meta.get("background_label")), "clip_accuracy": train.get("accuracy"),
+        "window_s": rep["window_s"], "hop_s": rep["hop_s"],
+        "summary": {**{k: _mean_sd([s[k] for s in per_seed]) for k in FIGURES},
+                    "onset_latency_median_s": _mean_sd([s["onset_latency_median_s"] for s in per_seed])},
+        "false_alarms_pooled": pooled, "per_seed": per_seed,
+    }
+
+
+def _fmt(d: dict[str, float | None], spec: str = ".3f") -> str:
+    return "–" if d["mean"] is None else f"{d['mean']:{spec}} ± {d['sd']:{spec}}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one seed, 15 s of each quiet kind (exercise, not judge)")
+    parser.add_argument("--model", type=Path, action="append", help="a .qedge model (repeatable; default: the "
+                        "committed open-set and closed-set ESC-10 test models)")
+    parser.add_argument("--data", default="esc10")
+    parser.add_argument("--seeds", default="0,1,2", help="soundscape seeds, comma-separated")
+    parser.add_argument("--quiet-minutes", type=float, default=5.0, help="minutes of each quiet kind per seed")
+    parser.add_argument("--snr", type=float, default=10.0)
+    args = parser.parse_args()
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",") if s.strip()]
+    quiet = 15.0 if args.quick else 60.0 * args.quiet_minutes
+    models = args.model or DEFAULT_MODELS
+    rows = []
+    for path in models:
+        rows.append(run_model(Path(path).resolve(), args.data, seeds, quiet, args.snr))
+    print(f"{'model':<32} {'segment F1':>14} {'event F1':>14} {'recall':>14} {'latency s':>12}  false alarms/h")
+    for r in rows:
+        s = r["summary"]
+        fa = ", ".join(f"{k} {v['per_hour']:.0f} (≤{v['per_hour_95_upper']:.0f})" for k, v in r["false_alarms_pooled"].items())
+        print(f"{Path(r['model']).name:<32} {_fmt(s['segment_f1']):>14} {_fmt(s['event_f1']):>14} "
+              f"{_fmt(s['event_recall']):>14} {_fmt(s['onset_latency_median_s'], '.2f'):>12}  {fa}")
+    path = write_result("stream", {"quick": args.quick, "data": args.data, "seeds": seeds, "snr_db": args.snr,
+                                   "quiet_seconds_per_kind": quiet, "backend": "PyTorch eager (TorchBackend), CPU",
+                                   "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
