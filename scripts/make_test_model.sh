@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p tests/fixtures
-.venv/bin/qedge train --data esc10 --seed 0 --out tests/fixtures/esc10-qcnn6.qedge
-.venv/bin/qedge train --data esc10 --seed 0 --open-set --out tests/fixtures/esc10-qcnn6-openset.qedge
+.venv/bin/qedge train --data esc10 --seed 0 --closed-set --out tests/fixtures/esc10-qcnn6.qedge
+.venv/bin/qedge train --data esc10 --seed 0 --out tests/fixtures/esc10-qcnn6-openset.qedge
