@@ -124,6 +124,8 @@ class Listener:
         self.frame_s = frame_s
         self.hop_s = self.hop_frames * frame_s
         self.window_s = self.window_frames * frame_s
+        #: events carry the times of their windows' centre hops (runtime.events): (window − hop) / 2
+        self.event_delay_s = max(0.0, (self.window_s - self.hop_s) / 2.0)
         labels = list(self.info.labels)
         if threshold is not None:
             if not 0.0 <= threshold <= 1.0:
@@ -207,8 +209,8 @@ class Listener:
         extractor = LogMelDeltas(cfg).stream()
         resampler = StreamResampler(source.sample_rate, cfg.sample_rate)
         smoother = MovingAverage(self.smooth)
-        detector = (EventDetector(self.info.labels, self.thresholds, self.off_thresholds, self.min_duration)
-                    if self.events else None)
+        detector = (EventDetector(self.info.labels, self.thresholds, self.off_thresholds, self.min_duration,
+                                  delay=self.event_delay_s) if self.events else None)
         W, H = self.window_frames, self.hop_frames
         frames = np.zeros((4, 0, cfg.n_mels), dtype=np.float32)
         frames_start = 0  # absolute index of frames[:, 0]

@@ -58,6 +58,7 @@ def build_summary(listener: Any, source: Any, stats: Any) -> dict[str, Any]:
         "wall_s": round(stats.wall_seconds, 3),
         "window_s": round(listener.window_s, 3),
         "hop_s": round(listener.hop_s, 3),
+        "event_delay_s": round(listener.event_delay_s, 4),
         "windows": stats.windows,
         "windows_skipped": stats.skipped,
         "latency_ms": {

@@ -313,8 +313,12 @@ def test_events_from_file(band_onnx, low_high_wav):
     summary = listener.run(FileSource(low_high_wav, SR, realtime=False), on_result=out.result, on_event=out.event)
     assert [e["event"] for e in out.events] == ["low", "high"] and summary["events"] == 2
     low, high = out.events
-    assert low["onset"] == pytest.approx(0.9) and 2.3 <= low["offset"] <= 3.0
-    assert low["offset"] <= high["onset"] + 0.1 and high["offset"] == pytest.approx(4.0, abs=0.011)
+    # truth: low 0–2 s, high 2–4 s; 1 s windows every 0.1 s, each decision dated to its centre hop
+    # (delay (1 − 0.1) / 2 = 0.45 s): the first window (0, 1] says (0.45, 0.55], the last (3, 4] says (3.45, 3.55]
+    assert summary["event_delay_s"] == pytest.approx(0.45)
+    assert low["onset"] == pytest.approx(0.45) and 1.85 <= low["offset"] <= 2.55
+    assert low["offset"] <= high["onset"] + 0.1 and high["offset"] == pytest.approx(3.55, abs=0.011)
+    assert abs(high["onset"] - 2.0) <= 0.5
     assert 0.8 <= low["score"] <= 1.0 and 0.8 <= high["score"] <= 1.0
 
 

@@ -67,13 +67,16 @@ def listen_to(soundscape: Soundscape, backend: Any, keep_scores: bool = False, *
 
 
 def false_alarms(detected: Sequence[tuple[float, float]], quiet: Sequence[tuple[float, float, str]],
-                 window_s: float, hop_s: float) -> dict[str, int]:
-    """Per quiet kind, the detected ``(onset, offset)`` events active in a stretch's scored part
-    ``[start + window_s, end]`` (an event is on from ``onset + hop_s``, its first window's end)."""
+                 window_s: float, hop_s: float, delay_s: float = 0.0) -> dict[str, int]:
+    """Per quiet kind, the detected ``(onset, offset)`` events whose windows end in a stretch's
+    scored part ``[start + window_s, end]``: an event's first window ends at ``onset + hop_s +
+    delay_s``, its last at ``offset + delay_s`` (``delay_s``: how far the detector dated events
+    back, :class:`~qedge.runtime.events.EventDetector`)."""
     out: dict[str, int] = {}
     for start, end, kind in quiet:
-        out[kind] = out.get(kind, 0) + sum(1 for a, b in detected
-                                           if a + hop_s <= end and max(b, a + hop_s) >= start + window_s)
+        out[kind] = out.get(kind, 0) + sum(
+            1 for a, b in detected
+            if a + hop_s + delay_s <= end and max(b, a + hop_s) + delay_s >= start + window_s)
     return out
 
 
@@ -137,7 +140,9 @@ def score_stream(runs: Sequence[StreamRun], labels: Sequence[str], segment_s: fl
         estimated += [(a + offset, max(b, a + hop_s) + offset, lab) for a, b, lab in detected]
         for start, end, kind in sc.quiet:
             quiet_seconds[kind] = quiet_seconds.get(kind, 0.0) + (end - start - window_s)
-        for kind, count in false_alarms([(a, b) for a, b, _ in detected], sc.quiet, window_s, hop_s).items():
+        delay_s = float(run.summary.get("event_delay_s", 0.0))
+        for kind, count in false_alarms([(a, b) for a, b, _ in detected], sc.quiet, window_s, hop_s,
+                                        delay_s).items():
             alarms[kind] = alarms.get(kind, 0) + count
         times = np.array([w["t"] for w in run.windows])
         tagged = [{t["label"] for t in w["tags"]} for w in run.windows]
