@@ -15,6 +15,7 @@ CPU pinning cannot leak between them):
   g  compress  pruned-model latency table with --round-to (compress helper's report)
   h  export    deployment files of a trained model (needs --model FILE)
   i  clipping  training with vs without spectral-norm clipping (accuracy, σ_max, Lipschitz bound)
+  j  stream    live tagging on held-out soundscapes: sed_eval F1, recall, onset latency, false alarms/h
 
 Every figure is a median of repeated runs with warm-up excluded, every comparison a ratio of two
 figures measured in the same run on the same machine. After the sections run, EVERY result file in
@@ -83,6 +84,11 @@ def _export(quick: bool, args: argparse.Namespace, out: Path) -> list[str] | Non
     return cmd + (["--eval-limit", "20", "--calib-size", "8", "--repeats", "5"] if quick else ["--eval-limit", "200"])
 
 
+def _stream(quick: bool, args: argparse.Namespace, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "benchmarks.stream"] + (["--quick"] if quick else [])
+    return cmd + (["--model", str(args.model)] if args.model else [])
+
+
 SECTIONS: list[Section] = [
     Section("a", "qconv", "(a) Quaternion convolution: one assembled conv vs 16 real convs vs real Conv2d",
             _module("qconv")),
@@ -95,6 +101,8 @@ SECTIONS: list[Section] = [
     Section("h", "export", "(h) Export: deployment files of a trained model", _export,
             needs="needs --model FILE (a trained qedge model)"),
     Section("i", "clipping", "(i) Spectral-norm clipping during training: with vs without", _module("clipping")),
+    Section("j", "stream", "(j) Live tagging on held-out soundscapes (open set vs closed set)", _stream,
+            timeout_s=(600, 3600)),
 ]
 BY_KEY = {s.key: s for s in SECTIONS} | {s.name: s for s in SECTIONS}
 
@@ -365,9 +373,29 @@ def md_clipping(d: dict[str, Any]) -> list[str]:
                      "seconds"], rows), "", f"- {d.get('notes', '')}"]
 
 
+def md_stream(d: dict[str, Any]) -> list[str]:
+    def ms(x: dict[str, Any], spec: str = ".3f") -> str:
+        return "–" if x.get("mean") is None else f"{x['mean']:{spec}} ± {x['sd']:{spec}}"
+
+    rows = []
+    for r in d.get("rows", []):
+        s, fa = r["summary"], r["false_alarms_pooled"]
+        rows.append([Path(r["model"]).name, "yes" if r["open_set"] else "no", _f(r.get("clip_accuracy"), ".3f"),
+                     ms(s["segment_f1"]), ms(s["event_f1"]), ms(s["event_recall"]),
+                     ms(s["onset_latency_median_s"], ".2f"),
+                     *[f"{fa[k]['count']} in {60 * fa[k]['hours']:.0f} min (≤ {fa[k]['per_hour_95_upper']:.0f}/h)"
+                       if k in fa else "–" for k in ("silence", "noise", "speech")]])
+    return [f"Held-out {d.get('data')} soundscapes, seeds {d.get('seeds')}, events at {d.get('snr_db')} dB SNR, "
+            f"{d.get('quiet_seconds_per_kind', 0) / 60:.1f} min of each quiet kind per seed; mean ± sd over seeds, "
+            "false alarms pooled (95 % Poisson upper bound per hour).", "",
+            *_table(["model", "open set", "clip acc.", "segment F1 (1 s)", "event F1", "event recall",
+                     "onset latency s", "FA silence", "FA noise", "FA speech"], rows)]
+
+
 MARKDOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "qconv": md_qconv, "backends": md_backends, "macs": md_macs, "listen": md_listen, "features": md_features,
     "spectral": md_spectral, "compress": md_compress, "export": md_export, "clipping": md_clipping,
+    "stream": md_stream,
 }
 
 
