@@ -97,6 +97,29 @@ def listen(model: Path, wav: Path, segments: list[tuple[float, float, str]]) -> 
             "timeline": timeline}
 
 
+def event_free_inputs(out: Path, sample_rate: int) -> dict[str, Path]:
+    """Issue #13's three inputs (:func:`qedge.stream.sets.event_free_inputs`) as WAV files."""
+    import soundfile as sf
+
+    from qedge.stream.sets import event_free_inputs as waves
+
+    paths = {}
+    for name, wave in waves(sample_rate).items():
+        paths[name] = out / f"event-free-{name}.wav"
+        sf.write(paths[name], wave, sample_rate, subtype="FLOAT")
+    return paths
+
+
+def tags_on(model: Path, wav: Path) -> dict[str, Any]:
+    """``qedge listen MODEL --file WAV --fast --json`` with the model's defaults: windows, tags."""
+    text = step(f"listen {model.name} on {wav.name} (the model's defaults)",
+                ["listen", str(model), "--file", str(wav), "--fast", "--json"], capture=True)
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    windows = [x for x in lines if "tags" in x]
+    tags = [t["label"] for w in windows for t in w["tags"]]
+    return {"windows": len(windows), "tags": len(tags), "labels": sorted(set(tags))}
+
+
 def plot_timeline(path: Path, segments, runs: dict[str, dict[str, Any]], labels: list[str]) -> None:
     import matplotlib
 
@@ -162,6 +185,7 @@ def main() -> None:
     runs = {"fp32": listen(out / "pruned.onnx", wav, segments),
             "int8": listen(out / "pruned.int8.onnx", wav, segments)}
     plot_timeline(out / "listen-timeline.png", segments, runs, list(meta_p["labels"]))
+    quiet = {name: tags_on(out / "pruned.onnx", wav) for name, wav in event_free_inputs(out, sample_rate).items()}
     stream = last_json(step("stream evaluation: held-out soundscape (events at 10 dB SNR on noise/speech beds, "
                             "quiet silence/noise/speech) through the listen loop, scored with sed_eval",
                             ["evaluate", str(out / "pruned.onnx"), "--data", "esc10", "--stream", "--json",
@@ -186,6 +210,7 @@ def main() -> None:
                           **{k: r["summary"][k] for k in ("windows", "window_s", "hop_s", "latency_ms",
                                                           "real_time_factor", "gmacs_per_s", "macs_per_window")}}
                    for name, r in runs.items()},
+        "event_free": quiet,
         "stream": {k: stream.get(k) for k in ("segment_f1", "event_f1", "event_recall", "onset_latency_s",
                                                "false_alarms", "window_s", "hop_s", "soundscape_seconds", "seed")},
         "plots": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
@@ -229,6 +254,9 @@ def print_report(r: dict[str, Any], out: Path) -> None:
               f"{li['latency_ms']['end_to_end']['p50']:.1f} / {li['latency_ms']['end_to_end']['p95']:.1f} ms")
     t.add_row("listen: real-time factor", "", f"{lf['real_time_factor']:.4f}", f"{li['real_time_factor']:.4f}")
     t.add_row("listen: achieved GMAC/s", "", f"{lf['gmacs_per_s']}", f"{li['gmacs_per_s']}")
+    ef = r["event_free"]
+    t.add_row("listen defaults, 20 s of silence / noise / speech: tags", "",
+              " / ".join(f"{ef[k]['tags']} in {ef[k]['windows']}" for k in ("silence", "noise", "speech")), "")
     st = r["stream"]
     fa = st["false_alarms"]
     t.add_row("stream: segment F1 (1 s) / event recall", "", f"{st['segment_f1']:.3f} / {_pct(st['event_recall'])}", "")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from qedge.data.index import ClipIndex
     from qedge.meta import ModelRecord
 
-__all__ = ["stream_bank", "stream_clips", "stream_soundscape"]
+__all__ = ["stream_bank", "stream_clips", "stream_soundscape", "event_free_inputs"]
 
 
 def stream_bank(sample_rate: int, data_format: str, use: str) -> "BackgroundBank":
@@ -75,3 +75,30 @@ def stream_soundscape(record: "ModelRecord", index: "ClipIndex", use: str = "tes
     clips = stream_clips(record, index, use, per_label)
     total = {k: float(quiet_seconds) for k in kinds} if quiet_seconds else None
     return build_soundscape(clips, bank, seed=seed, spec=spec, quiet_total=total)
+
+
+def event_free_inputs(sample_rate: int, seconds: float = 20.0) -> dict[str, np.ndarray]:
+    """The three event-free inputs of issue #13's table (what a new user tries first):
+    ``seconds`` of digital silence, of white noise at −40 dBFS (seed 0), and of spoken digits by
+    the FSDD speaker of ``SPEECH_SPEAKERS["test"]`` (never an open-set training negative) with
+    0.15 s gaps. A model that tags anything in them hallucinates."""
+    from qedge.data.background import SPEECH_SPEAKERS, colored_noise, scale_to_dbfs
+    from qedge.data.paths import resolve_data_path
+    from qedge.runtime.audio import load_audio
+
+    n = int(round(seconds * sample_rate))
+    folder = resolve_data_path("fsdd") / "recordings"
+    words: list[np.ndarray] = []
+    gap = np.zeros(int(0.15 * sample_rate), np.float32)
+    for speaker in SPEECH_SPEAKERS["test"]:
+        for path in sorted(folder.glob(f"*_{speaker}_*.wav")):
+            words += [load_audio(path, sample_rate), gap]
+            if sum(w.size for w in words) >= n:
+                break
+    if not words:
+        raise QedgeError(f"no FSDD recordings of {', '.join(SPEECH_SPEAKERS['test'])} in {folder}")
+    speech = np.concatenate(words)
+    speech = np.tile(speech, int(np.ceil(n / speech.size)))[:n]
+    return {"silence": np.zeros(n, np.float32),
+            "noise": scale_to_dbfs(colored_noise(n, 0.0, np.random.default_rng(0)), -40.0).astype(np.float32),
+            "speech": speech.astype(np.float32)}
