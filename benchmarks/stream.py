@@ -37,6 +37,12 @@ def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
     return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
 
+def clip_accuracy(meta: dict[str, Any]) -> float | None:
+    """The model's offline clip accuracy on its held-out split: that of its last training or
+    compression step (a pruned model's is after fine-tuning)."""
+    return next((float(h["accuracy"]) for h in reversed(meta.get("history") or []) if "accuracy" in h), None)
+
+
 def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float, snr_db: float) -> dict[str, Any]:
     """Every seed's stream figures for one model, and their summary."""
     from qedge.checkpoint import load
@@ -70,11 +76,9 @@ def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float,
         hours = sum(s["false_alarms"].get(kind, {}).get("hours", 0.0) for s in per_seed)
         pooled[kind] = {"count": count, "hours": round(hours, 4), "per_hour": count / hours if hours else None,
                         "per_hour_95_upper": poisson_upper(count, hours)}
-    history = meta.get("history") or [{}]
-    train = next((h for h in history if h.get("step") == "train"), history[0])
     return {
         "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-        "open_set": bool(meta.get("background_label")), "clip_accuracy": train.get("accuracy"),
+        "open_set": bool(meta.get("background_label")), "clip_accuracy": clip_accuracy(meta),
         "window_s": rep["window_s"], "hop_s": rep["hop_s"],
         "summary": {**{k: _mean_sd([s[k] for s in per_seed]) for k in FIGURES},
                     "onset_latency_median_s": _mean_sd([s["onset_latency_median_s"] for s in per_seed])},
