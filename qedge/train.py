@@ -616,7 +616,7 @@ def train_model(
     from qedge.data import ClipDataset, find_dataset
     from qedge.data.background import BACKGROUND_LABEL, MixBackground, open_set_labels, training_bank, with_negatives
     from qedge.distributed import context
-    from qedge.models import build
+    from qedge.models import build, check_arch
     from qedge.profile import profile
     from qedge.runtime.features import FeatureConfig
 
@@ -649,6 +649,8 @@ def train_model(
                      "gain_db": _pick(gain_db, recipe.get("gain_db")),
                      "noise_snr_db": _pick(noise_snr_db, recipe.get("noise_snr_db"))}
     wave_aug = wave_augmentations(wave_settings, sample_rate=feat_cfg.sample_rate)
+    arch = str(_pick(arch, recipe["arch"]))
+    check_arch(arch)  # before the open set's background bank is read
     open_set = bool(background) or bool(_pick(open_set, recipe.get("open_set", False)))
     labels = open_set_labels(index.labels, index.task) if open_set else list(index.labels)
     bank = None
@@ -673,7 +675,6 @@ def train_model(
                               "mix_snr_db": list(recipe.get("mix_snr_db", (0.0, 20.0)))})
         say(f"open set: {size} background items per epoch ({', '.join(bank.kinds)}); events mixed into "
             f"beds at {open_settings['mix_snr_db'][0]:g}–{open_settings['mix_snr_db'][1]:g} dB SNR")
-    arch = str(_pick(arch, recipe["arch"]))
     width = float(_pick(width, recipe["width"]))
     _seed_everything(config.seed)
     mean_norm = bool(_pick(mean_norm, recipe.get("mean_norm", False)))

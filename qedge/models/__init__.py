@@ -21,7 +21,7 @@ from torch import nn
 from qedge.errors import QedgeError
 from qedge.models.panns import Cnn6, Cnn10, Cnn14, ResNet38
 
-__all__ = ["build", "NAMES", "is_quaternion"]
+__all__ = ["build", "NAMES", "is_quaternion", "check_arch"]
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "cnn6": (Cnn6, {"quaternion": False}),
@@ -46,6 +46,15 @@ def is_quaternion(name: str) -> bool:
     return bool(_REGISTRY.get(name.lower(), (None, {}))[1].get("quaternion"))
 
 
+def check_arch(name: str) -> str:
+    """The registry key of architecture ``name``; an unknown name raises a one-line
+    :class:`~qedge.errors.QedgeError` (commands call it before any slow work)."""
+    key = str(name).lower()
+    if key not in _REGISTRY:
+        raise QedgeError(f"unknown model architecture '{name}' (choose from: {', '.join(NAMES)})")
+    return key
+
+
 def build(name: str, num_classes: int = 527, width: float = 1.0, **kwargs: Any) -> nn.Module:
     """Build model ``name`` with ``num_classes`` outputs, channel widths scaled by ``width``.
 
@@ -54,9 +63,7 @@ def build(name: str, num_classes: int = 527, width: float = 1.0, **kwargs: Any) 
     :func:`~qedge.models.blocks.subtract_log_mel_mean`). Unknown names or bad values raise
     :class:`~qedge.errors.QedgeError` with one clear line.
     """
-    key = str(name).lower()
-    if key not in _REGISTRY:
-        raise QedgeError(f"unknown model architecture '{name}' (choose from: {', '.join(NAMES)})")
+    key = check_arch(name)
     unknown = set(kwargs) - _EXTRA_KWARGS
     if unknown:
         raise QedgeError(f"unknown option(s) for model '{key}': {', '.join(sorted(unknown))}")
