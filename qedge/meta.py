@@ -109,10 +109,7 @@ class ModelRecord:
     # -- windows --------------------------------------------------------------------------------
     def window_frames(self) -> int:
         """Frames in one scoring window: ``FeatureConfig.num_frames(round(clip_seconds · sr))``."""
-        from qedge.runtime.features import FeatureConfig
-
-        config = FeatureConfig.from_dict(dict(self.features))
-        return int(config.num_frames(int(round(self.clip_seconds * config.sample_rate))))
+        return self.frames(self.clip_seconds)
 
     def frames(self, seconds: float) -> int:
         """Feature frames of ``seconds`` of audio at this model's front end."""

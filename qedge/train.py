@@ -614,7 +614,8 @@ def train_model(
 
     from qedge import checkpoint
     from qedge.data import ClipDataset, find_dataset
-    from qedge.data.background import BACKGROUND_LABEL, MixBackground, open_set_labels, training_bank, with_negatives
+    from qedge.data.background import (BACKGROUND_LABEL, MixBackground, open_set_labels, open_set_settings,
+                                       training_bank, with_negatives)
     from qedge.distributed import context
     from qedge.models import build, check_arch
     from qedge.profile import profile
@@ -653,11 +654,10 @@ def train_model(
     check_arch(arch)  # before the open set's background bank is read
     open_set = bool(background) or bool(_pick(open_set, recipe.get("open_set", False)))
     labels = open_set_labels(index.labels, index.task) if open_set else list(index.labels)
-    bank = None
+    bank, open_cfg = None, open_set_settings(recipe)
     if open_set:
         bank = training_bank(feat_cfg.sample_rate, index.format, background, cache_dir)
-        wave_aug = [*wave_aug, MixBackground(bank, tuple(recipe.get("mix_snr_db", (0.0, 20.0))),
-                                             float(recipe.get("mix_p", 0.5)))]
+        wave_aug = [*wave_aug, MixBackground(bank, tuple(open_cfg["mix_snr_db"]), open_cfg["mix_p"])]
     eval_set = ClipDataset(test_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir,
                            labels=labels)
     train_set: Any = ClipDataset(train_idx, feat_cfg, clip_seconds=_pick(train_seconds, clip_seconds), train=True,
@@ -666,15 +666,12 @@ def train_model(
     open_settings: dict[str, Any] = {"open_set": open_set}
     if bank is not None:
         clips = len(train_set)
-        train_set = with_negatives(train_set, bank, feat_cfg, labels, float(recipe.get("negatives", 0.5)))
+        train_set = with_negatives(train_set, bank, feat_cfg, labels, open_cfg["negatives"])
         size = len(train_set) - clips
-        open_settings.update({"background_items": size, "negatives": float(recipe.get("negatives", 0.5)),
-                              "bank": bank.describe(),
-                              "background_dirs": [str(p) for p in background],
-                              "mix_p": float(recipe.get("mix_p", 0.5)),
-                              "mix_snr_db": list(recipe.get("mix_snr_db", (0.0, 20.0)))})
+        open_settings.update({"background_items": size, **open_cfg, "bank": bank.describe(),
+                              "background_dirs": [str(p) for p in background]})
         say(f"open set: {size} background items per epoch ({', '.join(bank.kinds)}); events mixed into "
-            f"beds at {open_settings['mix_snr_db'][0]:g}–{open_settings['mix_snr_db'][1]:g} dB SNR")
+            f"beds at {open_cfg['mix_snr_db'][0]:g}–{open_cfg['mix_snr_db'][1]:g} dB SNR")
     width = float(_pick(width, recipe["width"]))
     _seed_everything(config.seed)
     mean_norm = bool(_pick(mean_norm, recipe.get("mean_norm", False)))
@@ -744,8 +741,7 @@ def train_model(
     if open_set and ctx.is_main:
         from qedge.stream.tune import choose_listen_settings
 
-        meta["listen"], tuning = choose_listen_settings(model, meta, str(data), log=say)
-        record["listen_tuning"] = {k: tuning[k] for k in ("smooth", "mean_window_f1", "notes", "allowed_false_alarms")}
+        meta["listen"], record["listen_tuning"] = choose_listen_settings(model, meta, str(data), log=say)
         say(f"listen defaults: smoothing {meta['listen']['smooth']}, thresholds "
             + ", ".join(f"{k} {v:g}" for k, v in meta["listen"]["thresholds"].items()))
     if ctx.is_main:

@@ -152,12 +152,6 @@ class Listener:
         # MACs scale with the number of frames (convolutions); the metadata's count is for window_frames.
         self.macs = int(round(self.info.macs * self.window_frames / max(1, self.info.window_frames)))
 
-    @property
-    def threshold(self) -> float:
-        """The lowest per-label threshold (for reports)."""
-        finite = self.thresholds[np.isfinite(self.thresholds)]
-        return float(finite.min()) if finite.size else float("inf")
-
     # -- public --------------------------------------------------------------------------------
     def run(self, source: Source, seconds: float | None = None,
             on_result: Callable[[dict[str, Any]], None] | None = None,

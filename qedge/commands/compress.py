@@ -268,6 +268,5 @@ def _retune_listen(model, meta: dict, data: str, console) -> None:
         return
     from qedge.stream.tune import choose_listen_settings
 
-    meta["listen"], tuning = choose_listen_settings(model, meta, data, log=console.print)
-    meta["history"][-1]["listen_tuning"] = {k: tuning[k] for k in ("smooth", "mean_window_f1", "notes",
-                                                                   "allowed_false_alarms")}
+    meta["listen"], meta["history"][-1]["listen_tuning"] = choose_listen_settings(model, meta, data,
+                                                                                log=console.print)

@@ -72,7 +72,7 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     open-set model's training half also gets its background mixing and event-free items
     (:func:`qedge.data.background.with_negatives`), as :func:`qedge.train.train_model` built it."""
     from qedge.data import ClipDataset, find_dataset
-    from qedge.data.background import MixBackground, training_bank, with_negatives
+    from qedge.data.background import MixBackground, open_set_settings, training_bank, with_negatives
     from qedge.meta import ModelRecord, train_record
     from qedge.recipes import wave_augmentations
 
@@ -85,16 +85,15 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     trained = train_record(meta)
     sample_rate = int(record.features["sample_rate"])
     augment = wave_augmentations(trained, sample_rate=sample_rate)
-    bank = None
+    bank, open_cfg = None, open_set_settings(trained)
     if trained.get("open_set"):  # fine-tune on the same open set, or the model forgets "nothing"
         bank = training_bank(sample_rate, str(trained.get("format", index.format)),
                              trained.get("background_dirs") or ())
-        augment = [*augment, MixBackground(bank, tuple(trained.get("mix_snr_db", (0.0, 20.0))),
-                                           float(trained.get("mix_p", 0.5)))]
+        augment = [*augment, MixBackground(bank, tuple(open_cfg["mix_snr_db"]), open_cfg["mix_p"])]
     train: Any = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
                              augment=augment or None, event_crops=bank is not None)
     if bank is not None:
-        train = with_negatives(train, bank, train.config, labels, float(trained.get("negatives", 0.5)))
+        train = with_negatives(train, bank, train.config, labels, open_cfg["negatives"])
     test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)
     c, t, m = test.feature_shape
     return Datasets(train=train, test=test, task=task, input_shape=(1, c, t, m))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,11 +45,14 @@ __all__ = [
     "scale_to_dbfs",
     "rms_dbfs",
     "sounding_span",
+    "bed_gain",
     "BackgroundBank",
     "MixBackground",
     "BackgroundDataset",
     "open_set_labels",
     "training_bank",
+    "OPEN_SET_DEFAULTS",
+    "open_set_settings",
     "with_negatives",
     "read_recordings",
     "speech_recordings",
@@ -64,6 +67,9 @@ NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 SPEECH_SPEAKERS = {"train": ("george", "jackson", "lucas"), "tune": ("theo",), "test": ("yweweler",)}
 #: Name of the background class of a single-label open-set model (its "nothing of mine" output).
 BACKGROUND_LABEL = "background"
+#: How much open-set data training adds: event-free items per training clip (``negatives``),
+#: probability of laying an event over a bed (``mix_p``) and the SNR range of that (``mix_snr_db``).
+OPEN_SET_DEFAULTS = {"negatives": 0.5, "mix_p": 0.5, "mix_snr_db": (0.0, 20.0)}
 
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -116,6 +122,14 @@ def sounding_span(wave: np.ndarray, floor_db: float = 60.0, frame: int = 320) ->
         return (0, 0)
     loud = np.flatnonzero(energy >= energy.max() * 10.0 ** (-floor_db / 10.0))
     return int(loud[0] * frame), int(min(wave.shape[0], (loud[-1] + 1) * frame))
+
+
+def bed_gain(p_event: float, p_bed: float, snr_db: float) -> float:
+    """Gain a for a bed of mean power ``p_bed`` under an event of mean power ``p_event`` so that
+    10·log10(p_event / (a²·p_bed)) = ``snr_db``; 0 when either is silent (nothing to scale)."""
+    if p_event <= 0 or p_bed <= 0:
+        return 0.0
+    return float(np.sqrt(p_event / (p_bed * 10.0 ** (snr_db / 10.0))))
 
 
 @dataclass
@@ -267,8 +281,7 @@ class MixBackground:
         p_bed = float(np.mean(np.square(bed, dtype=np.float64)))
         if p_event <= 0 or p_bed <= 0:
             return wave
-        snr = rng.uniform(*self.snr_db)
-        scale = np.sqrt(p_event / (p_bed * 10.0 ** (snr / 10.0)))
+        scale = bed_gain(p_event, p_bed, rng.uniform(*self.snr_db))
         return (wave + np.float32(scale) * bed).astype(np.float32)
 
 
@@ -319,6 +332,14 @@ def training_bank(sample_rate: int, data_format: str, folders: Sequence[str | Pa
     ``--background`` recordings."""
     speech = [] if data_format == "fsdd" else speech_recordings(sample_rate, "train", cache_dir=cache_dir)
     return BackgroundBank.build(sample_rate, speech=speech, recorded=read_recordings(folders, sample_rate))
+
+
+def open_set_settings(source: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`OPEN_SET_DEFAULTS` overridden by a recipe's or a training record's keys (training
+    and fine-tuning read the same three numbers the same way)."""
+    return {"negatives": float(source.get("negatives", OPEN_SET_DEFAULTS["negatives"])),
+            "mix_p": float(source.get("mix_p", OPEN_SET_DEFAULTS["mix_p"])),
+            "mix_snr_db": [float(v) for v in source.get("mix_snr_db", OPEN_SET_DEFAULTS["mix_snr_db"])]}
 
 
 def with_negatives(train_set: Dataset, bank: BackgroundBank, config: FeatureConfig, labels: Sequence[str],

@@ -32,7 +32,7 @@ import numpy as np
 
 from qedge.stream.soundscape import Soundscape
 
-__all__ = ["false_alarms", "StreamRun", "listen_to", "score_stream", "poisson_upper", "sed_metrics", "evaluate_stream", "plot_stream"]
+__all__ = ["false_alarms", "scored_quiet_seconds", "StreamRun", "listen_to", "score_stream", "poisson_upper", "sed_metrics", "evaluate_stream", "plot_stream"]
 
 
 @dataclass
@@ -77,6 +77,15 @@ def false_alarms(detected: Sequence[tuple[float, float]], quiet: Sequence[tuple[
         out[kind] = out.get(kind, 0) + sum(
             1 for a, b in detected
             if a + hop_s + delay_s <= end and max(b, a + hop_s) + delay_s >= start + window_s)
+    return out
+
+
+def scored_quiet_seconds(quiet: Sequence[tuple[float, float, str]], window_s: float) -> dict[str, float]:
+    """Seconds of each quiet kind in which false alarms are counted: every stretch but its first
+    window (which still holds the scene before it), as :func:`false_alarms` scores them."""
+    out: dict[str, float] = {}
+    for start, end, kind in quiet:
+        out[kind] = out.get(kind, 0.0) + max(0.0, end - start - window_s)
     return out
 
 
@@ -138,8 +147,8 @@ def score_stream(runs: Sequence[StreamRun], labels: Sequence[str], segment_s: fl
         detected = [(float(e["onset"]), float(e["offset"]), str(e["event"])) for e in run.events]
         detected = [d for d in detected if d[2] in labels]
         estimated += [(a + offset, max(b, a + hop_s) + offset, lab) for a, b, lab in detected]
-        for start, end, kind in sc.quiet:
-            quiet_seconds[kind] = quiet_seconds.get(kind, 0.0) + (end - start - window_s)
+        for kind, seconds in scored_quiet_seconds(sc.quiet, window_s).items():
+            quiet_seconds[kind] = quiet_seconds.get(kind, 0.0) + seconds
         delay_s = float(run.summary.get("event_delay_s", 0.0))
         for kind, count in false_alarms([(a, b) for a, b, _ in detected], sc.quiet, window_s, hop_s,
                                         delay_s).items():

@@ -82,21 +82,18 @@ def event_free_inputs(sample_rate: int, seconds: float = 20.0) -> dict[str, np.n
     ``seconds`` of digital silence, of white noise at −40 dBFS (seed 0), and of spoken digits by
     the FSDD speaker of ``SPEECH_SPEAKERS["test"]`` (never an open-set training negative) with
     0.15 s gaps. A model that tags anything in them hallucinates."""
-    from qedge.data.background import SPEECH_SPEAKERS, colored_noise, scale_to_dbfs
-    from qedge.data.paths import resolve_data_path
-    from qedge.runtime.audio import load_audio
+    from qedge.data.background import SPEECH_SPEAKERS, colored_noise, scale_to_dbfs, speech_recordings
 
     n = int(round(seconds * sample_rate))
-    folder = resolve_data_path("fsdd") / "recordings"
-    words: list[np.ndarray] = []
     gap = np.zeros(int(0.15 * sample_rate), np.float32)
-    for speaker in SPEECH_SPEAKERS["test"]:
-        for path in sorted(folder.glob(f"*_{speaker}_*.wav")):
-            words += [load_audio(path, sample_rate), gap]
-            if sum(w.size for w in words) >= n:
-                break
+    words: list[np.ndarray] = []
+    for word in speech_recordings(sample_rate, "test", per_speaker=60):
+        words += [word, gap]
+        if sum(w.size for w in words) >= n:
+            break
     if not words:
-        raise QedgeError(f"no FSDD recordings of {', '.join(SPEECH_SPEAKERS['test'])} in {folder}")
+        raise QedgeError(f"no bundled FSDD recordings of {', '.join(SPEECH_SPEAKERS['test'])}: "
+                         "the speech input needs them")
     speech = np.concatenate(words)
     speech = np.tile(speech, int(np.ceil(n / speech.size)))[:n]
     return {"silence": np.zeros(n, np.float32),

@@ -97,7 +97,7 @@ def build_soundscape(clips: Sequence[tuple[np.ndarray, str]], bank: "BackgroundB
     is appended at the end in ``spec.quiet_seconds`` stretches (so false alarms per hour can be
     measured on more audio than the events need).
     """
-    from qedge.data.background import sounding_span
+    from qedge.data.background import bed_gain, sounding_span
 
     spec = spec or SoundscapeSpec()
     sr = int(bank.sample_rate)
@@ -112,11 +112,13 @@ def build_soundscape(clips: Sequence[tuple[np.ndarray, str]], bank: "BackgroundB
     if not bed_kinds and clips:
         raise QedgeError(f"no background for the event beds: the bank has {bank.kinds}, the beds need {spec.bed_kinds}")
     n_quiet = int(round(spec.quiet_seconds * sr))
+    have: dict[str, float] = {}  # seconds of quiet audio per kind so far
 
     def add_quiet(kind: str) -> None:
         nonlocal t
         pieces.append(bank.render(kind, n_quiet, rng))
         quiet.append((t / sr, (t + n_quiet) / sr, kind))
+        have[kind] = have.get(kind, 0.0) + n_quiet / sr
         t += n_quiet
 
     order = rng.permutation(len(clips)) if clips else []
@@ -134,7 +136,7 @@ def build_soundscape(clips: Sequence[tuple[np.ndarray, str]], bank: "BackgroundB
         p_bed = float(np.mean(np.square(bed[lead: lead + event.shape[0]], dtype=np.float64)))
         scene = bed.copy()
         if p_bed > 0 and p_event > 0:  # the bed is scaled so that the event sits at snr_db above it
-            scene *= np.float32(np.sqrt(p_event / (p_bed * 10.0 ** (spec.snr_db / 10.0))))
+            scene *= np.float32(bed_gain(p_event, p_bed, spec.snr_db))
         scene[lead: lead + event.shape[0]] += event
         pieces.append(scene)
         beds.append((t / sr, (t + scene.shape[0]) / sr, kind))
@@ -142,15 +144,11 @@ def build_soundscape(clips: Sequence[tuple[np.ndarray, str]], bank: "BackgroundB
         t += scene.shape[0]
         if quiet_kinds and spec.events_per_quiet > 0 and (i + 1) % spec.events_per_quiet == 0:
             add_quiet(quiet_kinds[((i + 1) // spec.events_per_quiet - 1) % len(quiet_kinds)])
-    have: dict[str, float] = {}
-    for s, e, kind in quiet:
-        have[kind] = have.get(kind, 0.0) + e - s
     for kind, want in (quiet_total or {}).items():
         if kind not in bank.kinds:
             raise QedgeError(f"no '{kind}' audio for the quiet stretches (the bank has {bank.kinds})")
         while have.get(kind, 0.0) + 1e-9 < want:
             add_quiet(kind)
-            have[kind] = have.get(kind, 0.0) + spec.quiet_seconds
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 1.0:  # keep it a valid recording; the truth's times do not change

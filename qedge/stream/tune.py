@@ -28,7 +28,7 @@ import numpy as np
 
 from qedge.runtime.events import EventDetector
 from qedge.runtime.model_info import ListenSettings
-from qedge.stream.score import StreamRun, false_alarms
+from qedge.stream.score import StreamRun, false_alarms, scored_quiet_seconds
 
 __all__ = ["FA_BUDGET", "THRESHOLDS", "SMOOTHING", "choose_listen_settings", "tune_on_runs"]
 
@@ -84,8 +84,8 @@ def tune_on_runs(runs: Sequence[StreamRun], labels: Sequence[str], background: s
     window_s, hop_s = float(runs[0].summary["window_s"]), float(runs[0].summary["hop_s"])
     quiet_hours: dict[str, float] = {}
     for run in runs:
-        for start, end, kind in run.soundscape.quiet:
-            quiet_hours[kind] = quiet_hours.get(kind, 0.0) + (end - start - window_s) / 3600.0
+        for kind, seconds in scored_quiet_seconds(run.soundscape.quiet, window_s).items():
+            quiet_hours[kind] = quiet_hours.get(kind, 0.0) + seconds / 3600.0
     allowed = {k: int(np.floor(budget.get(k, 1.0) * h / max(1, len(scored)))) for k, h in quiet_hours.items()}
     best: dict[str, Any] | None = None
     for n in SMOOTHING:
@@ -135,7 +135,8 @@ def choose_listen_settings(model: Any, meta: dict[str, Any], data: str, seed: in
                            quiet_seconds: float = 240.0, per_label: int = 8,
                            log: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tune ``model`` (torch, with its ``meta``) on its tuning soundscape of ``data``; return
-    ``(meta["listen"] dict, report)``. Window and hop are the model's defaults
+    ``(meta["listen"] dict, record)``, the record being what the model's history keeps of the
+    tuning (smoothing, mean window F1, notes, allowed false alarms). Window and hop are the model's defaults
     (:meth:`qedge.meta.ModelRecord.listen_settings`): a training-crop window, hop ≤ 0.25 s."""
     from qedge.data import find_dataset
     from qedge.inference import TorchBackend
@@ -155,4 +156,4 @@ def choose_listen_settings(model: Any, meta: dict[str, Any], data: str, seed: in
     settings, report = tune_on_runs([run], record.labels, record.background_label)
     defaults = record.listen_settings()
     settings.window_frames, settings.hop_frames = defaults.window_frames, defaults.hop_frames
-    return settings.to_dict(), report
+    return settings.to_dict(), {k: report[k] for k in ("smooth", "mean_window_f1", "notes", "allowed_false_alarms")}
