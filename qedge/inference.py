@@ -1,7 +1,7 @@
 """Batched inference over a dataset: :func:`collate` (the batch rule of every DataLoader here) and
 :func:`predict` (logits and targets of every item, sharded over ranks and gathered in order).
 
-Used by the fit loop (:mod:`qedge.train`), :func:`qedge.evaluate.evaluate` and compression, so
+Used by the fit loop (:mod:`qedge.fit`), :func:`qedge.evaluate.evaluate` and compression, so
 that evaluation never depends on the training module.
 """
 

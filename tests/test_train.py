@@ -18,7 +18,8 @@ from qedge.data import ClipDataset, ClipIndex, find_dataset
 from qedge.models import build
 from qedge.runtime.features import FeatureConfig
 from qedge.recipes import RECIPES
-from qedge.train import TrainConfig, fit, load_resume, lr_factor, save_resume
+from qedge.fit import TrainConfig, fit, lr_factor
+from qedge.resume import load_resume, save_resume
 
 FEATURES = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=80, n_mels=32, fmin=20.0, fmax=4000.0)
 
@@ -107,15 +108,15 @@ def test_kd_path_uses_kd_loss_and_keeps_teacher_frozen(tiny, monkeypatch):
     teacher = _model(seed=1).eval()
     before = copy.deepcopy(teacher.state_dict())
     calls = []
-    import qedge.train
+    import qedge.fit
 
-    real = qedge.train.kd_loss
+    real = qedge.fit.kd_loss
 
     def spy(student_logits, teacher_logits, T, task):
         calls.append((T, task, student_logits.requires_grad, teacher_logits.requires_grad))
         return real(student_logits, teacher_logits, T, task)
 
-    monkeypatch.setattr(qedge.train, "kd_loss", spy)
+    monkeypatch.setattr(qedge.fit, "kd_loss", spy)
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, specaugment=False, device="cpu")
     with_kd = fit(_model(), fixed, None, config, teacher=teacher, kd_temperature=3.0, progress=False)
     without = fit(_model(), fixed, None, config, progress=False)
@@ -218,3 +219,4 @@ def test_cli_errors_are_one_line(args, why, tmp_path):
     err = proc.stderr.strip()
     assert proc.returncode != 0 and why in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "m.qedge").exists()
+

@@ -1,6 +1,6 @@
 """Knowledge distillation (design.md §6): the KD loss and the paper's KD-only baseline.
 
-Loss added to the task loss by :func:`qedge.train.fit` when a teacher is given:
+Loss added to the task loss by :func:`qedge.fit.fit` when a teacher is given:
 
 - single-label: L_KD = T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch
   ("batchmean"); the T² keeps its gradient scale independent of T (Hinton et al., 2015);
@@ -61,12 +61,12 @@ def train_kd_student(teacher: "nn.Module", train_set: Any, eval_set: Any, config
                      target_macs: int, input_shape: tuple[int, ...], temperature: float = 2.0,
                      progress: bool = True) -> tuple["nn.Module", list[dict[str, Any]], float]:
     """The KD-only baseline: build ``teacher.arch`` at the width whose MACs ≈ ``target_macs`` and
-    train it from scratch with task loss + :func:`kd_loss` from ``teacher`` (``qedge.train.fit``).
+    train it from scratch with task loss + :func:`kd_loss` from ``teacher`` (``qedge.fit.fit``).
 
     Returns ``(student, history, width)``.
     """
     from qedge.models import build
-    from qedge.train import fit
+    from qedge.fit import fit
 
     arch = getattr(teacher, "arch", None)
     kwargs = dict(getattr(teacher, "arch_kwargs", None) or {})

@@ -2,7 +2,7 @@
 unpruned model), measure, save, report (design.md §6).
 
 One run = (criterion, ratio): :func:`qedge.compress.prune.prune` (data-free), the task metric right
-after pruning, fine-tuning with :func:`qedge.train.fit` on the same data pipeline as training
+after pruning, fine-tuning with :func:`qedge.fit.fit` on the same data pipeline as training
 (:class:`qedge.data.ClipDataset` with the model's feature configuration, clip length and labels;
 the dataset's default held-out split), the metric after, params/MACs
 (:func:`qedge.profile.profile` at one window), and optionally the deployed latency
@@ -143,7 +143,7 @@ def run_one(
     from qedge.compress.prune import prune
     from qedge.compress.report import measure_latency
     from qedge.profile import profile
-    from qedge.train import TrainConfig, fit
+    from qedge.fit import TrainConfig, fit
 
     dev = _resolve_device(device)
     metric = metric_name(data.task)
