@@ -111,7 +111,7 @@ def test_scores_work_on_quaternion_linear_and_reject_other_layers() -> None:
     with pytest.raises(QedgeError, match="quaternion layer"):
         filter_scores(nn.Conv2d(4, 4, 3), "l1")
     with pytest.raises(QedgeError, match="unknown pruning criterion"):
-        filter_scores(lin, "random")
+        filter_scores(lin, "taylor")
 
 
 def test_spectral_scores_are_filter_operator_norms() -> None:

@@ -69,7 +69,7 @@ def test_compress_cli_grid_with_kd_report_and_baseline(tiny, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--method", "random"], "unknown pruning criterion"),
+    (["--method", "taylor"], "unknown pruning criterion"),
     (["--round-to", "6"], "multiple of 4"),
     (["--sweep", "0.5,1.5"], "ratio"),
     (["--layers", "conv_block9.conv1"], "not a quaternion layer"),
@@ -79,6 +79,23 @@ def test_compress_cli_rejects_bad_options(tiny, tmp_path, args, message) -> None
     result = CliRunner().invoke(app, ["compress", str(base), "--data", str(data), "--out",
                                       str(tmp_path / "x.qedge"), *args])
     assert isinstance(result.exception, QedgeError) and message in str(result.exception)
+
+
+def test_compress_cli_random_criterion_is_reproducible(tiny, tmp_path, monkeypatch) -> None:
+    """--method random (the floor criteria are judged against) prunes the same filters every run."""
+    data, base = tiny
+    monkeypatch.setenv("QEDGE_CACHE", str(tmp_path / "cache"))
+    removed = []
+    for run in ("a", "b"):
+        out = tmp_path / f"random-{run}.qedge"
+        result = CliRunner().invoke(app, ["compress", str(base), "--data", str(data), "--method", "random",
+                                          "--layers", "all", "--finetune-epochs", "0", "--device", "cpu",
+                                          "--seed", str(len(removed)), "--out", str(out)])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        entry = load(out)[1]["history"][-1]
+        assert entry["method"] == "random" and entry["params_after"] < entry["params_before"]
+        removed.append([g["removed"] for g in entry["pruned"]["groups"]])
+    assert removed[0] == removed[1]
 
 
 def test_compress_cli_refuses_real_models(tiny, tmp_path) -> None:

@@ -16,7 +16,8 @@ detached, so it sees each quaternion layer as one operator (the Hamilton kernel 
 traced); every pruning operation of a group is then applied to the twin and to the real copy.
 
 Per layer (or per coupled group of layers), the lowest ``floor(p·F)`` quaternion filters by the
-chosen criterion (:mod:`qedge.compress.scores`) are removed, at least one filter is kept. Layers are
+chosen criterion (any registered in :data:`qedge.compress.scores.IMPORTANCES`; each is handed the
+layer's traced spatial input size) are removed, at least one filter is kept. Layers are
 processed in network order and scored on the current (already input-pruned) weights. With
 ``round_to = N`` (a multiple of 4) the kept count is rounded UP to a multiple of N/4 quaternions so
 that the real width is a multiple of N (Torch-Pruning's own ``round_to`` works on real channels and
@@ -32,7 +33,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from qedge.compress.scores import METHODS, filter_scores
+from qedge.compress.scores import filter_scores, importance
 from qedge.errors import QedgeError, require
 from qedge.nn import QuaternionConv2d, QuaternionLinear
 
@@ -214,15 +215,15 @@ def prune(
     example_input: torch.Tensor | None = None,
     round_to: int | None = None,
 ) -> nn.Module:
-    """Prune the lowest fraction ``ratio`` of quaternion filters of ``layers`` (data-free).
+    """Prune the lowest fraction ``ratio`` of quaternion filters of ``layers`` (data-free), ranked by
+    the registered criterion ``method`` (:data:`qedge.compress.scores.METHODS`).
 
     Returns a pruned deep copy (``model`` is untouched): still a quaternion model, same ``.arch`` /
     ``.arch_kwargs`` / ``.later_layers``, with ``.pruning`` recording the criterion, ratio, layer
     groups, removed quaternion indices and the widths before/after. See the module docstring for
     the rules (design.md §6).
     """
-    if method not in METHODS:
-        raise QedgeError(f"unknown pruning criterion '{method}' (choose from {', '.join(METHODS)})")
+    importance(method)  # an unknown criterion fails before any work
     if not 0.0 <= float(ratio) < 1.0:
         raise QedgeError(f"pruning ratio must be in [0, 1), got {ratio}")
     if round_to is not None and (int(round_to) <= 0 or int(round_to) % 4):

@@ -35,7 +35,7 @@ def measure_latency(model: Any, meta: Mapping[str, Any], window_frames: int, rep
     repeats = max(20, int(repeats))
     with tempfile.TemporaryDirectory(prefix="qedge-latency-") as tmp:
         info = model_info(model, meta, window_frames, lipschitz=False)
-        path = export_onnx(model, info, Path(tmp) / "model.onnx")
+        path = export_onnx(model, info, Path(tmp) / "model.onnx", dynamic_time=False)
         return float(ort_latency_ms(path, repeats=repeats, threads=threads)), ORT_BACKEND
 
 

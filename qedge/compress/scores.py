@@ -17,11 +17,29 @@ here returns one score per quaternion filter; the LOWEST scores are pruned first
   flattened; filters closest to the geometric median of the layer (smallest s_f) go first.
 - ``spectral``: σ_max of the filter's convolution operator at the layer's input size (design.md §7),
   computed by :func:`qedge.spectral.filter_spectral_norms`.
+- ``random``: the floor any criterion is judged against. Scores are uniform draws from a
+  :class:`torch.Generator` seeded from :data:`RANDOM_SEED` and the layer's weight shape (never the
+  global RNG nor the weights), so the same model prunes the same filters on every run; layers of
+  equal shape get equal scores. Other seeds: register ``functools.partial(random_scores, seed=7)``.
+
+Extension point: :data:`IMPORTANCES` maps each criterion's name to an *importance*, a callable
+``(layer, input_size) -> (F,) scores`` (``input_size``: the layer's spatial input size (H, W) as
+traced by :func:`qedge.compress.prune.prune`, or ``None``) returning float scores, lowest pruned
+first. :func:`register_importance` adds one; :func:`filter_scores` and
+:func:`qedge.compress.prune.prune` then accept its name, as does ``qedge compress --method`` once
+the registering module is imported (:data:`METHODS`: the registered names, in order)::
+
+    from qedge.compress.scores import register_importance
+
+    @register_importance("l2")
+    def l2_scores(layer, input_size=None):
+        return layer.weight.detach().double().flatten(2).square().sum(dim=(0, 2)).sqrt()
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import hashlib
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -29,9 +47,49 @@ from torch import nn
 from qedge.errors import QedgeError
 from qedge.nn import QuaternionConv2d, QuaternionLinear
 
-__all__ = ["METHODS", "filter_scores", "l1_scores", "opnorm_scores", "gm_scores", "spectral_scores"]
+__all__ = ["Importance", "IMPORTANCES", "METHODS", "RANDOM_SEED", "register_importance", "importance",
+           "filter_scores", "l1_scores", "opnorm_scores", "gm_scores", "spectral_scores", "random_scores"]
 
-METHODS: tuple[str, ...] = ("opnorm", "l1", "gm", "spectral")
+#: An importance criterion: ``(quaternion layer, spatial input size or None) -> (F,) scores``.
+Importance = Callable[[nn.Module, "Sequence[int] | None"], torch.Tensor]
+
+#: Registered criteria by name, in registration order (see :func:`register_importance`).
+IMPORTANCES: dict[str, Importance] = {}
+
+#: The registered criteria's names (kept equal to ``tuple(IMPORTANCES)`` by :func:`register_importance`).
+METHODS: tuple[str, ...] = ()
+
+#: The fixed seed of the ``random`` criterion.
+RANDOM_SEED = 0
+
+
+def register_importance(name: str, *, replace: bool = False) -> Callable[[Importance], Importance]:
+    """Decorator: register ``fn(layer, input_size) -> (F,) scores`` as criterion ``name``.
+
+    Returns the function unchanged. Re-registering a taken name is an error unless ``replace``.
+    """
+    if not name or not isinstance(name, str) or "," in name or name != name.strip():
+        raise QedgeError(f"a pruning criterion needs a plain name, got {name!r}")
+
+    def add(fn: Importance) -> Importance:
+        global METHODS
+        if not callable(fn):
+            raise QedgeError(f"pruning criterion '{name}' must be callable")
+        if name in IMPORTANCES and not replace and IMPORTANCES[name] is not fn:
+            raise QedgeError(f"pruning criterion '{name}' is already registered (pass replace=True)")
+        IMPORTANCES[name] = fn
+        METHODS = tuple(IMPORTANCES)
+        return fn
+
+    return add
+
+
+def importance(name: str) -> Importance:
+    """The registered criterion ``name``; an unknown name is a one-line :class:`QedgeError`."""
+    try:
+        return IMPORTANCES[name]
+    except (KeyError, TypeError):
+        raise QedgeError(f"unknown pruning criterion '{name}' (choose from {', '.join(IMPORTANCES)})") from None
 
 
 def _filters(layer: nn.Module) -> torch.Tensor:
@@ -40,11 +98,6 @@ def _filters(layer: nn.Module) -> torch.Tensor:
         raise QedgeError(f"filter scores need a quaternion layer, got {type(layer).__name__}")
     w = layer.weight.detach().to(device="cpu", dtype=torch.float64)
     return w.reshape(w.shape[0], w.shape[1], w.shape[2], -1)
-
-
-def l1_scores(layer: nn.Module) -> torch.Tensor:
-    """ℓ1 norm of each quaternion filter: Σ |w| over its 4 components and all (c, kh, kw)."""
-    return _filters(layer).abs().sum(dim=(0, 2, 3))
 
 
 def _top_right_singular(a: torch.Tensor) -> torch.Tensor:
@@ -63,12 +116,14 @@ def _top_right_singular(a: torch.Tensor) -> torch.Tensor:
     return v * sign
 
 
-def opnorm_scores(layer: nn.Module) -> torch.Tensor:
+@register_importance("opnorm")
+def opnorm_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> torch.Tensor:
     """Operator-norm criterion (Singh & Plumbley; design.md §6), averaged over the 4 components.
 
     For each component W (F, C, k²): s_f = (Σ_c ⟨W[f,c,:] − μ_c, v_c⟩)² / max_g(...), with μ_c the
     mean of W[:, c, :] over filters and v_c the (sign-fixed) top right-singular vector of the
     centred matrix W[:, c, :] − μ_c. A component whose scores are all zero contributes zeros.
+    ``input_size`` is unused.
     """
     w = _filters(layer)
     total = torch.zeros(w.shape[1], dtype=torch.float64)
@@ -83,13 +138,21 @@ def opnorm_scores(layer: nn.Module) -> torch.Tensor:
     return total / w.shape[0]
 
 
-def gm_scores(layer: nn.Module) -> torch.Tensor:
+@register_importance("l1")
+def l1_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> torch.Tensor:
+    """ℓ1 norm of each quaternion filter: Σ |w| over its 4 components and all (c, kh, kw)."""
+    return _filters(layer).abs().sum(dim=(0, 2, 3))
+
+
+@register_importance("gm")
+def gm_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> torch.Tensor:
     """FPGM: s_f = Σ_g ‖w_f − w_g‖₂ over the layer's filters (4 components flattened)."""
     w = _filters(layer)
     flat = w.permute(1, 0, 2, 3).reshape(w.shape[1], -1)
     return torch.cdist(flat, flat, p=2).sum(dim=1)
 
 
+@register_importance("spectral")
 def spectral_scores(layer: nn.Module, input_size: int | Sequence[int] | None) -> torch.Tensor:
     """σ_max of each filter's operator at ``input_size`` via :func:`qedge.spectral.filter_spectral_norms`."""
     from qedge.spectral import filter_spectral_norms
@@ -104,18 +167,34 @@ def spectral_scores(layer: nn.Module, input_size: int | Sequence[int] | None) ->
     return scores
 
 
+@register_importance("random")
+def random_scores(layer: nn.Module, input_size: Sequence[int] | None = None, *,
+                  seed: int = RANDOM_SEED) -> torch.Tensor:
+    """Uniform [0, 1) scores from a :class:`torch.Generator` seeded by ``seed`` and the layer's
+    weight shape: reproducible, independent of the weights and of the global RNG."""
+    _filters(layer)  # a quaternion layer
+    shape = tuple(layer.weight.shape)
+    digest = hashlib.sha256(f"qedge-random:{int(seed)}:{shape}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.rand(layer.weight.shape[1], generator=gen, dtype=torch.float64)
+
+
 def filter_scores(layer: nn.Module, method: str, input_size: int | Sequence[int] | None = None) -> torch.Tensor:
     """Importance of each quaternion output filter of ``layer`` (float64 ``(F,)``; lowest pruned first).
 
-    ``method`` is one of ``opnorm``, ``l1``, ``gm``, ``spectral`` (design.md §6); ``input_size`` is the
-    layer's spatial input size, needed by ``spectral`` only.
+    ``method`` names a registered criterion (:data:`METHODS`: ``opnorm``, ``l1``, ``gm``,
+    ``spectral``, ``random`` and any added by :func:`register_importance`); ``input_size`` is the
+    layer's spatial input size, needed by ``spectral`` only. A criterion's result is checked to
+    hold one finite score per quaternion filter.
     """
-    if method == "l1":
-        return l1_scores(layer)
-    if method == "opnorm":
-        return opnorm_scores(layer)
-    if method == "gm":
-        return gm_scores(layer)
-    if method == "spectral":
-        return spectral_scores(layer, input_size)
-    raise QedgeError(f"unknown pruning criterion '{method}' (choose from {', '.join(METHODS)})")
+    fn = importance(method)
+    if not isinstance(layer, (QuaternionConv2d, QuaternionLinear)):
+        raise QedgeError(f"filter scores need a quaternion layer, got {type(layer).__name__}")
+    scores = torch.as_tensor(fn(layer, input_size)).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    filters = layer.weight.shape[1]
+    if scores.numel() != filters:
+        raise QedgeError(f"pruning criterion '{method}' returned {scores.numel()} scores for {filters} "
+                         "quaternion filters")
+    if not bool(torch.isfinite(scores).all()):
+        raise QedgeError(f"pruning criterion '{method}' returned non-finite scores")
+    return scores
