@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from qedge.data.index import Clip, ClipIndex, find_dataset
+from qedge.data.formats import find_dataset
+from qedge.data.index import Clip, ClipIndex
 from qedge.errors import QedgeError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -32,7 +32,8 @@ from qedge.runtime.events import EventDetector
 from qedge.runtime.features import FeatureConfig, LogMelDeltas
 from qedge.runtime.model_info import ListenSettings
 from qedge.runtime.report import LatencyStats, build_summary
-from qedge.runtime.sources import Source, StreamResampler
+from qedge.runtime.resample import StreamResampler
+from qedge.runtime.sources import Source
 
 __all__ = ["Listener", "ListenStats", "select_tags", "MovingAverage"]
 

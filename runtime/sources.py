@@ -2,8 +2,9 @@
 
 Every source delivers float32 blocks of shape (frames, channels) at its own ``sample_rate`` into a
 :class:`~qedge.runtime.ring.RingBuffer`; the listener's worker thread reads the ring, mixes down
-(``runtime.audio.to_mono``) and resamples to the model rate (:class:`StreamResampler`). The microphone
-callback does nothing but copy its block into the ring (design.md §9).
+(``runtime.audio.to_mono``) and resamples to the model rate
+(:class:`~qedge.runtime.resample.StreamResampler`). The microphone callback does nothing but copy its
+block into the ring (design.md §9). Finding a capture device is :mod:`qedge.runtime.devices`.
 
 Dropped audio (microphone): PulseAudio drops audio without raising an overflow flag, so the count
 comes from the wall clock: frames expected since the first block arrived minus frames received
@@ -13,18 +14,16 @@ own overruns (counted by the ring).
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
 from qedge.errors import QedgeError
+from qedge.runtime.devices import _sounddevice, resolve_input_device
 from qedge.runtime.ring import Block, RingBuffer
 
 __all__ = [
@@ -32,86 +31,10 @@ __all__ = [
     "MicrophoneSource",
     "FileSource",
     "StdinSource",
-    "StreamResampler",
-    "lowpass_fir",
-    "list_input_devices",
-    "resolve_input_device",
-    "quiet_native_stderr",
 ]
 
 #: Seconds without a single block from a live device before it is declared gone.
 STALL_SECONDS = 2.0
-
-
-def lowpass_fir(numtaps: int, cutoff: float, beta: float = 5.0) -> np.ndarray:
-    """Kaiser-windowed sinc low-pass, unit DC gain: ``scipy.signal.firwin(numtaps, cutoff,
-    window=('kaiser', beta))`` (cutoff as a fraction of Nyquist) without importing scipy.signal
-    (seconds at start-up on a small board).
-
-        h[n] = c · sinc(c · (n − (N−1)/2)) · kaiser_β[n],  then h /= Σ h.
-    """
-    m = np.arange(numtaps) - (numtaps - 1) / 2.0
-    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
-    return h / h.sum()
-
-
-class StreamResampler:
-    """Streaming polyphase resampler src → dst Hz, chunk by chunk, with no seams.
-
-    Rational factor up/down = dst/src (reduced). The anti-aliasing FIR is the one of
-    ``scipy.signal.resample_poly`` used by ``runtime.audio.resample`` (Kaiser β = 5, 2·10·max(up, down)+1 taps, cutoff 1/max(up,
-    down), gain ``up``), centred, so the streamed output equals ``resample_poly``'s on the same
-    signal except within the filter's reach of the end. Filtering runs in float64 (like ``resample_poly``); output is float32. Output sample n is
-
-        z[n] = Σ_k h[p + k·up] · x[⌊q/up⌋ − k],   q = n·down + D,  p = q mod up,  D = (L−1)/2,
-
-    (x[j] = 0 for j < 0) and is emitted as soon as x[⌊q/up⌋] has arrived: the resampler adds
-    ⌈D/up⌉ input samples of latency (≈ 0.3 ms at 48 → 32 kHz).
-    """
-
-    def __init__(self, src_rate: int, dst_rate: int, half_len: int = 10) -> None:
-        self.src_rate, self.dst_rate = int(src_rate), int(dst_rate)
-        ratio = Fraction(self.dst_rate, self.src_rate)
-        self.up, self.down = ratio.numerator, ratio.denominator
-        self.identity = self.up == self.down == 1
-        if self.identity:
-            return
-        max_rate = max(self.up, self.down)
-        h = lowpass_fir(2 * half_len * max_rate + 1, 1.0 / max_rate) * self.up
-        self.delay = (len(h) - 1) // 2
-        self.taps = math.ceil(len(h) / self.up)
-        padded = np.zeros(self.taps * self.up)
-        padded[: len(h)] = h
-        self._poly = np.ascontiguousarray(padded.reshape(self.taps, self.up).T)  # [p, k] = h[p + k·up]
-        self._hist = np.zeros(self.taps)  # x[base - taps : base]
-        self._base = 0  # absolute index of the first sample after the history
-        self._next_out = 0
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """Feed mono samples ``x``; return every output sample that is now complete."""
-        if self.identity:
-            return np.asarray(x, dtype=np.float32).reshape(-1)
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        buf = np.concatenate([self._hist, x])  # buf[i] = x_abs[base - taps + i]
-        total = self._base + len(x)  # inputs known: indices < total
-        # Largest n with ⌊(n·down + D)/up⌋ ≤ total − 1.
-        n_end = (total * self.up - self.delay - 1) // self.down + 1 if total > 0 else 0
-        n0 = self._next_out
-        out = np.zeros(0, dtype=np.float32)
-        if n_end > n0:
-            n = np.arange(n0, n_end, dtype=np.int64)
-            q = n * self.down + self.delay
-            j0 = q // self.up
-            p = q % self.up
-            idx = (j0 - (self._base - self.taps))[:, None] - np.arange(self.taps)[None, :]
-            valid = idx >= 0  # before the stream started: zeros
-            vals = np.where(valid, buf[np.clip(idx, 0, len(buf) - 1)], 0.0)
-            out = np.einsum("nk,nk->n", self._poly[p], vals).astype(np.float32)
-            self._next_out = n_end
-        self._hist = buf[-self.taps:].copy() if len(buf) >= self.taps else np.concatenate(
-            [np.zeros(self.taps - len(buf)), buf])
-        self._base = total
-        return out
 
 
 class Source:
@@ -270,72 +193,6 @@ class StdinSource(Source):
 
 
 # -- microphone --------------------------------------------------------------------------------
-def _sounddevice():
-    try:
-        import sounddevice as sd
-    except OSError as exc:  # PortAudio shared library missing
-        raise QedgeError(f"microphone input needs PortAudio ({exc}): apt install libportaudio2") from exc
-    except ImportError as exc:
-        raise QedgeError("microphone input needs the Python package 'sounddevice': pip install sounddevice") from exc
-    return sd
-
-
-def list_input_devices() -> list[dict[str, Any]]:
-    """Capture devices PortAudio sees: index, name, channels, default_samplerate, hostapi."""
-    sd = _sounddevice()
-    hostapis = sd.query_hostapis()
-    out = []
-    for index, dev in enumerate(sd.query_devices()):
-        if dev["max_input_channels"] > 0:
-            out.append({
-                "index": index,
-                "name": dev["name"],
-                "channels": int(dev["max_input_channels"]),
-                "default_samplerate": float(dev["default_samplerate"]),
-                "hostapi": hostapis[dev["hostapi"]]["name"],
-            })
-    return out
-
-
-def _describe(devices: list[dict[str, Any]]) -> str:
-    if not devices:
-        return "no input devices found"
-    return "available inputs: " + "; ".join(f"{d['index']}: {d['name']}" for d in devices)
-
-
-def resolve_input_device(device: str | int | None) -> dict[str, Any]:
-    """Find a capture device by index, exact name or unique case-insensitive name substring.
-
-    ``None`` means PortAudio's default input. An unknown device raises QedgeError listing the
-    available inputs.
-    """
-    sd = _sounddevice()
-    devices = list_input_devices()
-    if device is None:
-        default = sd.default.device[0] if isinstance(sd.default.device, (list, tuple)) else sd.default.device
-        if default is None or int(default) < 0:
-            if devices:
-                return devices[0]
-            raise QedgeError(f"no default input device: {_describe(devices)}")
-        device = int(default)
-    if isinstance(device, str) and device.strip().lstrip("-").isdigit():
-        device = int(device)
-    if isinstance(device, int):
-        for d in devices:
-            if d["index"] == device:
-                return d
-        raise QedgeError(f"no input device with index {device}: {_describe(devices)}")
-    exact = [d for d in devices if d["name"] == device]
-    if exact:
-        return exact[0]
-    partial = [d for d in devices if str(device).lower() in d["name"].lower()]
-    if len(partial) == 1:
-        return partial[0]
-    if len(partial) > 1:
-        raise QedgeError(f"input device name {device!r} is ambiguous: {_describe(partial)}")
-    raise QedgeError(f"no input device named {device!r}: {_describe(devices)}")
-
-
 class MicrophoneSource(Source):
     """Live capture through PortAudio (sounddevice ``InputStream``).
 
@@ -459,34 +316,3 @@ class MicrophoneSource(Source):
 
                 atexit.unregister(getattr(self._sd, "_exit_handler", close))
         super().stop()
-
-
-class quiet_native_stderr:
-    """Context manager: filter PortAudio's and ALSA's C-level diagnostics ("Expression '…' failed
-    in 'src/hostapi/alsa/…'", "ALSA lib …") out of file descriptor 2, so a user sees one clear
-    line per problem; everything else written to stderr passes through unchanged."""
-
-    PATTERNS = (b"Expression '", b"ALSA lib ", b"Cannot connect to server", b"jack server",
-                b"JackShmReadWritePtr", b"PaAlsaStream", b"snd_pcm_")
-
-    def __enter__(self) -> "quiet_native_stderr":
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, 2)
-        os.close(write_end)
-        self._thread = threading.Thread(target=self._pump, args=(read_end,), daemon=True)
-        self._thread.start()
-        return self
-
-    def _pump(self, fd: int) -> None:
-        with os.fdopen(fd, "rb") as pipe:
-            for line in pipe:
-                if not any(p in line for p in self.PATTERNS):
-                    os.write(self._saved, line)
-
-    def __exit__(self, *exc: Any) -> None:
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)  # closes the pipe's last write end: the pump sees EOF
-        self._thread.join(1.0)
-        os.close(self._saved)

@@ -1,4 +1,9 @@
-"""Datasets: paths, indexes and splits of every format, ClipDataset crops and cache, augmentations."""
+"""Datasets: paths, indexes and splits of every format, ClipDataset crops and cache, augmentations.
+
+One file for the data stage's behaviour (over the ~400-line guideline on purpose): its sections follow
+a clip from its dataset layout (``qedge.data.formats``) through the index and split
+(``qedge.data.index``) to the cached dataset and its augmentations, each building on the one before.
+"""
 
 from __future__ import annotations
 

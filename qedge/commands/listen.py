@@ -46,12 +46,13 @@ def listen(
 
     from qedge.runtime import sources
     from qedge.runtime.backends import load_backend
+    from qedge.runtime.devices import list_input_devices, quiet_native_stderr
     from qedge.runtime.listen import Listener
     from qedge.runtime.report import JsonReporter, LiveView, print_summary
 
     if list_devices:
-        with sources.quiet_native_stderr():
-            devices = sources.list_input_devices()
+        with quiet_native_stderr():
+            devices = list_input_devices()
         if json_out:
             import json
 
@@ -81,7 +82,7 @@ def listen(
     elif stdin:
         source = sources.StdinSource(format=format, rate=rate, channels=channels)
     else:
-        quiet = sources.quiet_native_stderr()  # PortAudio/ALSA print C-level noise on faults
+        quiet = quiet_native_stderr()  # PortAudio/ALSA print C-level noise on faults
         with quiet:
             source = sources.MicrophoneSource(device, sr)
 

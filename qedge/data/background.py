@@ -237,7 +237,7 @@ def speech_recordings(sample_rate: int, use: str = "train", per_speaker: int = 1
     ``sample_rate`` (the first ``per_speaker`` of each by file name), or ``[]`` when FSDD is not
     found. Waveforms go through the clip cache, so later runs do not decode them again."""
     from qedge.data.cache import ClipLoader
-    from qedge.data.index import find_dataset
+    from qedge.data.formats import find_dataset
 
     try:
         index = find_dataset("fsdd")

@@ -22,6 +22,12 @@ input ↦ t. Each operation maps the bounds of its inputs to a bound of its outp
 
 Any other operation touching a traced tensor raises a :class:`QedgeError` naming it, so a bound
 is never silently wrong. The PANNs head max + mean over time therefore gets 1 + 1/√T.
+
+One file on purpose (over the ~400-line guideline): the tracer's per-operation rules (the op
+tables and :meth:`_Tracer.handle` with its conv / linear / BatchNorm / pooling helpers) are the
+proof of the bound, one rule per line of the list above, and they compose into the single number
+:func:`lipschitz_report` returns; a rule is only checkable next to the others and that list, so
+they are kept together rather than split by operation family.
 """
 
 from __future__ import annotations
