@@ -120,6 +120,21 @@ def test_cli_bench_rejects_unknown_section_in_one_line() -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_bench_runs_the_suite_in_a_child_process(tmp_path: Path) -> None:
+    """`qedge bench` runs `python -m benchmarks` in the checkout: the section's results are written,
+    and the qedge process itself never imports the top-level `benchmarks` package."""
+    code = ("import sys; from qedge.cli import main; sys.argv = ['qedge', 'bench', '--quick', '--only', 'c', "
+            f"'--results', {str(tmp_path)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "assert 'benchmarks' not in sys.modules, 'qedge imported the benchmarks package'")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[1/1] macs: ok" in proc.stdout
+    assert (tmp_path / f"macs-{machine()['slug']}.json").is_file()
+
+
 def test_cli_bench_outside_a_source_tree_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import qedge
     from qedge.commands import bench

@@ -1,13 +1,18 @@
 """`qedge bench`: run the benchmark suite of a source checkout (``python -m benchmarks``).
 
 The suite (``benchmarks/`` beside the ``qedge`` package: quaternion conv, backends, latency vs
-MACs, streaming, features, spectral, compress, export) is not part of an installed wheel; from a
-wheel this command says so. Nothing heavy is imported at module import time.
+MACs, streaming, features, spectral, compress, export, stream) is not part of an installed wheel;
+from a wheel this command says so. It runs as a child process in the checkout
+(``python -m benchmarks`` with the checkout as working directory), so ``qedge`` never imports the
+top-level ``benchmarks`` package or edits ``sys.path``; its lines are echoed as they come.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +36,8 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Reduced version of every section (about a minute): "
                                "exercises the code, figures not to be judged; written to benchmarks/results/quick/."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated sections (letters or names): a=qconv "
-                                       "b=backends c=macs d=listen e=features f=spectral g=compress h=export."),
+                                       "b=backends c=macs d=listen e=features f=spectral g=compress h=export i=clipping "
+                                       "j=stream."),
     results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default: $QEDGE_BENCH_RESULTS "
                                            "or benchmarks/results)."),
     model: Optional[Path] = typer.Option(None, "--model", help="A trained .qedge model for section h (export); "
@@ -45,29 +51,42 @@ def bench(
     root = _benchmarks_root()
     if model is not None and not model.is_file():
         raise QedgeError(f"{model}: no such model file")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    loaded = sys.modules.get("benchmarks")
-    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve().parent != root / "benchmarks":
-        raise QedgeError(f"another 'benchmarks' package is already imported ({loaded.__file__}); "
-                         f"run `python -m benchmarks` in {root}")
-    from rich.console import Console
-
-    from benchmarks import __main__ as runner
-
-    try:
-        runner.select(only)
-    except ValueError as exc:
-        raise QedgeError(str(exc)) from exc
     argv = (["--quick"] if quick else []) + (["--only", only] if only else [])
-    argv += (["--results", str(results)] if results else []) + (["--model", str(model)] if model else [])
+    argv += (["--results", str(results.expanduser().resolve())] if results else [])
+    argv += (["--model", str(model.expanduser().resolve())] if model else [])
     argv += ["--threads", str(threads)] if threads else []
-    console = Console(highlight=False)
-    with console.status("running benchmarks", spinner="dots") as status:
-        def echo(line: str) -> None:
-            console.print(line, markup=False)
-            if line.startswith("["):
-                status.update(line)
-        code = runner.main(argv, echo=echo)
+    code, errors = _run_suite(root, argv)
+    if code == 2 and errors:  # the runner's usage errors (an unknown section) are one line on stderr
+        raise QedgeError(errors[-1].removeprefix("benchmarks: "), exit_code=2)
     if code != 0:
         raise QedgeError("some benchmark sections failed (see the FAILED line above and the logs)", exit_code=code)
+
+
+def _run_suite(root: Path, argv: list[str]) -> tuple[int, list[str]]:
+    """``python -m benchmarks ARGV`` in ``root``: stdout echoed line by line (a spinner shows the
+    running section), stderr kept. Returns (exit code, stderr lines)."""
+    from rich.console import Console
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    console = Console(highlight=False)
+    with console.status("running benchmarks", spinner="dots") as status:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], cwd=root, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[str] = []
+        drain = threading.Thread(target=lambda: errors.extend(ln.rstrip("\n") for ln in proc.stderr if ln.strip()),
+                                 daemon=True)  # a full stderr pipe must not stall the child
+        drain.start()
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                console.print(line, markup=False)
+                if line.startswith("["):
+                    status.update(line)
+            code = proc.wait()
+            drain.join()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+    return code, errors
