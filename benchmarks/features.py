@@ -6,7 +6,6 @@ Measures, on a real 5 s ESC-10 clip resampled to 32 kHz:
   runtime's audio-loop call; median / p99 µs per hop and real-time factor = time / 10 ms. Also
   1024-sample chunks (PortAudio's usual block) per hop emitted.
 - ``decode``: ``load_audio`` (Ogg Vorbis decode + 44.1→32 kHz resampling) of the clip.
-- ``torch``: ``TorchLogMelDeltas`` on a batch of 8 such clips (when torch is installed).
 
 One core: BLAS/OpenMP threads are limited to 1 and the process is pinned to one CPU before numpy
 loads. Prints a table and writes ``benchmarks/results/features-<machine>.json``.
@@ -91,21 +90,6 @@ def run(quick: bool = False) -> dict:
         "latency_ms": 1e3 * cfg.latency_samples / cfg.sample_rate,
     }
 
-    try:
-        import torch
-
-        from qedge.features import TorchLogMelDeltas
-    except ImportError:
-        result["torch"] = None
-    else:
-        torch.set_num_threads(1)
-        batch = torch.from_numpy(np.stack([wave] * 8))
-        dtypes = (("float32", torch.float32),) if quick else (("float64", torch.float64), ("float32", torch.float32))
-        for name, dtype in dtypes:
-            mod = TorchLogMelDeltas(cfg, compute_dtype=dtype)
-            with torch.no_grad():
-                t = time_ms(lambda: mod(batch), repeats=2 if quick else 10, warmup=1)
-            result.setdefault("torch", {})[name] = {**t, "batch": 8, "rtf": t["median_ms"] / 1e3 / (8 * seconds)}
     return result
 
 
@@ -124,8 +108,6 @@ def main() -> None:
     print(f"  streaming        {s['median_us_per_hop']:8.1f} µs/hop median, {s['p99_us_per_hop']:.1f} µs p99, "
           f"RTF {s['rtf']:.4f}; 1024-sample blocks {s['block1024_us_per_frame']:.1f} µs/frame; "
           f"latency {s['latency_samples']} samples = {s['latency_ms']:.0f} ms")
-    for name, t in (result.get("torch") or {}).items():
-        print(f"  torch {name:7s}    {t['median_ms']:8.2f} ms / batch of 8   RTF {t['rtf']:.4f}")
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
 
 

@@ -10,8 +10,11 @@ mode='interp')`` semantics). Features are laid out ``(4, frames, n_mels)``: comp
 model input layout (``runtime.model_info.INPUT_NAME``).
 
 Offline (:meth:`LogMelDeltas.compute`) and streaming (:class:`StreamingLogMelDeltas`) paths
-share every definition here; the torch module ``qedge.features.TorchLogMelDeltas`` imports
-:func:`mel_filterbank` and :func:`delta_kernels` from this file.
+share every definition here, and training's feature cache calls the offline path: this is the one
+feature algorithm of qedge. The file is longer than the project's ~400-line guide on purpose: the
+streaming state machine must equal the offline definition bit for bit, and keeping both beside
+the constants they share (window, filterbank, derivative kernels, edge rule) is what makes that
+checkable in one reading.
 """
 
 from __future__ import annotations

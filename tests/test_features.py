@@ -1,4 +1,4 @@
-"""Front end: FeatureConfig, mel filterbank, SG derivatives, offline/streaming/torch features.
+"""Front end: FeatureConfig, mel filterbank, SG derivatives, offline/streaming features.
 
 Reference: librosa (stft + filters.mel + power_to_db + feature.delta), run in float64.
 Tolerances: log-mel ≤ 1e-4 dB absolute (float32 output of values up to ~±100 dB); derivatives
@@ -246,23 +246,3 @@ def test_streaming_without_flush_holds_back_only_the_tail(esc10_root):
     np.testing.assert_array_equal(got, ref[:, :expected])
     with pytest.raises(QedgeError):
         stream.push(np.array([np.inf]))
-
-
-# -- torch ---------------------------------------------------------------------------------------
-def test_torch_matches_numpy(esc10_root):
-    torch = pytest.importorskip("torch")
-    from qedge.features import TorchLogMelDeltas
-
-    y = _clip(esc10_root, CLIPS[0])
-    ex = LogMelDeltas()
-    batch = np.stack([y[:48000], y[48000:96000]])
-    mod = TorchLogMelDeltas(ex.config)
-    out = mod(torch.from_numpy(batch))
-    assert out.dtype == torch.float32 and tuple(out.shape) == (2, 4, 151, 64)
-    for b in range(2):
-        np.testing.assert_allclose(out[b].numpy(), ex.compute(batch[b]), rtol=0, atol=1e-4)
-    short = y[:2000]
-    np.testing.assert_allclose(mod(torch.from_numpy(short))[0].numpy(), ex.compute(short), atol=1e-4)
-    if torch.cuda.is_available():  # pragma: no cover - GPU machines only
-        gpu = mod.cuda()(torch.from_numpy(batch).cuda()).cpu().numpy()
-        np.testing.assert_allclose(gpu, out.numpy(), rtol=0, atol=1e-4)
