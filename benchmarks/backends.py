@@ -72,7 +72,7 @@ def measure_model(arch: str, width: float, seconds: float, threads: int, repeats
     info = model_info(model, meta, frames, lipschitz=False)
     stem = tmp / f"{arch}-w{width:g}-{seconds:g}s"
     t0 = time.perf_counter()
-    fp32 = export_onnx(model, info, stem.with_suffix(".onnx"))
+    fp32 = export_onnx(model, info, stem.with_suffix(".onnx"), dynamic_time=False)
     export_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     int8 = quantize_int8(fp32, stem.with_suffix(".int8.onnx"), FeatureReader.from_arrays(feats))

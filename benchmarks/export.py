@@ -56,7 +56,7 @@ def main() -> None:
                 "default_threads_ms": ort_latency_ms(path, args.repeats, 5)}
 
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(model, info, Path(tmp) / "model.onnx")
+        fp32 = export_onnx(model, info, Path(tmp) / "model.onnx", dynamic_time=False)
         verify = verify_onnx(fp32, model, x_test[:32])
         ref = evaluate_onnx(fp32, x_test, targets)
         result["fp32"] = {"bytes": fp32.stat().st_size, "accuracy": ref["accuracy"], "verify": verify,

@@ -71,7 +71,7 @@ def build_models(specs: list[tuple[str, float]], out: Path, int8: bool, audio: n
         model = build(arch, num_classes=len(labels), width=width).eval()
         meta.update(arch=arch, arch_kwargs=model.arch_kwargs)
         info = model_info(model, meta, lipschitz=False)
-        fp32 = export_onnx(model, info, out / f"{arch}-w{width:g}.onnx")
+        fp32 = export_onnx(model, info, out / f"{arch}-w{width:g}.onnx", dynamic_time=False)
         paths.append(fp32)
         if int8:
             paths.append(quantize_int8(fp32, out / f"{arch}-w{width:g}.int8.onnx",

@@ -79,7 +79,7 @@ def run(quick: bool = False, arch: str | None = None, width: float | None = None
             prof = profile(m, shape)
             name = "dense" if ratio == 0 else f"p{ratio:g}" + (f"-r{round_to}" if round_to else "")
             info = model_info(m, meta, frames, lipschitz=False)
-            path = export_onnx(m, info, Path(tmp) / f"{name}.onnx")
+            path = export_onnx(m, info, Path(tmp) / f"{name}.onnx", dynamic_time=False)
             session = ort_session(path, threads)
             sessions[name] = (lambda s=session: s.run([OUTPUT_NAME], {INPUT_NAME: x}))
             rows.append({"name": name, "ratio": ratio, "round_to": round_to, "macs": int(prof.macs),

@@ -231,14 +231,15 @@ def export_onnx(
     info: ModelInfo,
     out: str | Path,
     *,
-    dynamic_time: bool = False,
+    dynamic_time: bool = True,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Export ``model`` (quaternion or real) as fp32 ONNX: fold + output activation + metadata.
 
     The graph computes ``scores = act(fold(model)(features))`` with act = softmax / sigmoid
-    (``info.task``). Batch is dynamic (``batch``); with ``dynamic_time`` the frames axis is too
-    (``frames``); mels stay fixed. Raises :class:`QedgeError` on opset < 17, non-standard
+    (``info.task``). Batch is dynamic (``batch``); with ``dynamic_time`` (the default, as
+    ``qedge export``) the frames axis is too (``frames``), so the listen window and the whole-clip
+    window both run; ``False`` fixes it to ``info.window_frames``. Mels stay fixed. Raises :class:`QedgeError` on opset < 17, non-standard
     operators or a graph that fails ``onnx.checker``. The file is written atomically.
     """
     import onnx

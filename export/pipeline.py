@@ -120,7 +120,7 @@ def run(
     meta: Mapping[str, Any],
     out: str | Path,
     *,
-    dynamic_time: bool = False,
+    dynamic_time: bool = True,
     opset: int = 17,
     lipschitz: bool = False,
     verify_data: str | None = None,

@@ -86,7 +86,7 @@ def test_graph_is_standard_with_metadata(exported, info):
     [inp], [out] = proto.graph.input, proto.graph.output
     assert (inp.name, out.name) == ("features", "scores")
     dims = inp.type.tensor_type.shape.dim
-    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [4, 51, 64]
+    assert dims[0].dim_param and dims[2].dim_param and [dims[1].dim_value, dims[3].dim_value] == [4, 64]
     assert ModelInfo.from_props({p.key: p.value for p in proto.metadata_props}) == info
     assert read_info(exported) == info
 
@@ -139,8 +139,16 @@ def test_mean_norm_model_exports_and_verifies(tmp_path, real_features):
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
+def test_library_default_keeps_the_time_axis_dynamic_as_the_cli_does(exported, tmp_path, model, info):
+    """export_onnx with no options gives what `qedge export` gives: frames dynamic; --fixed-time fixes them."""
+    frames = onnx.load(str(exported)).graph.input[0].type.tensor_type.shape.dim[2]
+    assert frames.dim_param == "frames" and not frames.dim_value
+    fixed = export_onnx(model, info, tmp_path / "fixed.onnx", dynamic_time=False)
+    assert onnx.load(str(fixed)).graph.input[0].type.tensor_type.shape.dim[2].dim_value == info.window_frames
+
+
 def test_dynamic_time_matches_pytorch(tmp_path, model, info, real_features):
-    path = export_onnx(model, info, tmp_path / "dyn.onnx", dynamic_time=True)
+    path = export_onnx(model, info, tmp_path / "dyn.onnx")
     session = ort_session(path)
     longer = np.concatenate([real_features[:2], real_features[:2, :, :29]], axis=2)  # 80 frames
     got = session.run(["scores"], {"features": longer})[0]
