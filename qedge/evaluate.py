@@ -93,11 +93,12 @@ def _eval_dataset(meta: dict[str, Any], index_or_dataset: Any, split: str, cache
         if list(getattr(ds, "labels", meta["labels"])) != list(meta["labels"]):
             raise QedgeError("the dataset's label list differs from the model's: build it with labels=meta['labels']")
         return ds
-    index = index_or_dataset
-    if split == "test":
-        from qedge.meta import ModelRecord
+    from qedge.meta import ModelRecord
 
-        index = ModelRecord.from_meta(meta).test_split(index)[1]
+    record = ModelRecord.from_meta(meta)
+    index = record.as_trained(index_or_dataset)
+    if split == "test":
+        index = record.test_split(index)[1]
     elif split != "all":
         raise QedgeError(f"--split must be 'test' or 'all', got {split!r}")
     known = set(meta["labels"])

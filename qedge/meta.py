@@ -12,6 +12,7 @@ Torch-free (the calibration tools use it on devices without torch).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -90,12 +91,28 @@ class ModelRecord:
     def test_split(self, index: "ClipIndex") -> tuple["ClipIndex", "ClipIndex"]:
         """(train, held-out) of ``index`` as this model was trained: its recorded test speaker or
         fold, else the dataset's default rule (:meth:`ClipIndex.split`). A recorded speaker or
-        fold that ``index`` lacks is an error, never a silent fallback to another split."""
+        fold that ``index`` lacks is an error, never a silent fallback to another split. Both
+        halves are :meth:`as_trained`."""
+        index = self.as_trained(index)
         try:
             return index.split(test_fold=self.test_fold, test_speaker=self.test_speaker)
         except QedgeError as exc:
             held = f"speaker {self.test_speaker}" if self.test_speaker else f"fold {self.test_fold}"
             raise QedgeError(f"the model was trained holding out {held}, which this dataset lacks: {exc}") from exc
+
+    def as_trained(self, index: "ClipIndex") -> "ClipIndex":
+        """``index`` with the targets this model was trained on: a sigmoid-head model of
+        single-label data (``qedge train --head sigmoid``) sees each clip as a one-hot multi-label
+        target; any other model sees ``index`` unchanged."""
+        if self.task == "multi-label" and not index.multilabel:
+            return dataclasses.replace(index, multilabel=True)
+        return index
+
+    @property
+    def open_set(self) -> bool:
+        """Trained on an open set (``qedge train --open-set``): with a background class (softmax
+        head) or with all-zero targets for event-free audio (sigmoid head)."""
+        return self.background_label is not None or bool(train_record({"history": self.history}).get("open_set"))
 
     @property
     def held_out(self) -> str:

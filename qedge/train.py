@@ -5,6 +5,7 @@ model and the resume file (:mod:`qedge.resume`) after every epoch, profile and s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -17,7 +18,11 @@ from qedge.resume import load_resume, save_resume
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["train_model"]
+__all__ = ["train_model", "HEADS"]
+
+#: Output heads of :func:`train_model`: softmax (one class per clip; the open set's background
+#: class) or sigmoid (one-vs-rest; the open set's "nothing" is all scores low).
+HEADS: tuple[str, ...] = ("softmax", "sigmoid")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -48,6 +53,7 @@ def train_model(
     noise_snr_db: tuple[float, float] | None = None,
     open_set: bool | None = None,
     background: Sequence[str | Path] = (),
+    head: str | None = None,
     out: str | Path = "model.qedge",
     seed: int = 0,
     device: str = "auto",
@@ -77,6 +83,11 @@ def train_model(
     model gets one more output, :data:`~qedge.data.background.BACKGROUND_LABEL`, trained on
     event-free audio (:mod:`qedge.data.background`), so it can say that none of its classes sounds.
 
+    Output head (``head``, recipe default): ``softmax`` (single-label data; with the open set, the
+    explicit background class) or ``sigmoid`` (one-vs-rest scores trained with BCE, as PANNs and
+    DCASE systems do: a single-label dataset's clips become one-hot targets, the open set's
+    event-free items all-zero ones, and "nothing" is every score under its threshold). Multi-label
+    data always takes ``sigmoid``.
     """
     import torch
 
@@ -94,6 +105,13 @@ def train_model(
     out = Path(out)
     index = find_dataset(data, format)
     recipe_name, recipe = recipe_for(data, format, index.format)
+    head = str(_pick(head, recipe.get("head", "sigmoid" if index.multilabel else "softmax")))
+    if head not in HEADS:
+        raise QedgeError(f"unknown output head '{head}' (choose from {', '.join(HEADS)})")
+    if head == "softmax" and index.multilabel:
+        raise QedgeError("a multi-label dataset needs --head sigmoid (clips carry several labels)")
+    if head == "sigmoid" and not index.multilabel:
+        index = dataclasses.replace(index, multilabel=True)  # one-hot targets, BCE, sigmoid scores
     train_idx, test_idx = index.split(test_fold=test_fold, test_speaker=test_speaker)
     feat_cfg = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **recipe.get("features", {}), **(features or {})})
     clip_seconds = _pick(clip_seconds, recipe.get("clip_seconds"))
@@ -154,7 +172,7 @@ def train_model(
     settings = {
         "data": str(data), "format": index.format, "recipe": recipe_name, "train_clips": len(train_idx),
         "test_clips": len(test_idx), "test_fold": test_fold, "test_speaker": test_speaker,
-        "train_seconds": train_crop, "arch": arch, "width": width, "mean_norm": mean_norm,
+        "train_seconds": train_crop, "head": head, "arch": arch, "width": width, "mean_norm": mean_norm,
         "wave_augment": [type(t).__name__ for t in wave_aug], **wave_settings, **open_settings,
         "train_config": config.to_dict(), "world_size": ctx.world_size, "device": ctx.device,
     }
@@ -164,7 +182,7 @@ def train_model(
         if rpath.exists():
             resume_state = load_resume(rpath)
             saved = resume_state.get("extra", {}).get("settings", {})
-            for key in ("arch", "width", "mean_norm", "format", "train_clips", "test_clips", "open_set"):
+            for key in ("arch", "width", "mean_norm", "format", "train_clips", "test_clips", "open_set", "head"):
                 if key in saved and saved[key] != settings[key]:
                     raise QedgeError(f"{rpath}: saved run has {key}={saved[key]!r}, this one {settings[key]!r}: "
                                      "resume with the same options or start afresh without --resume")

@@ -213,6 +213,7 @@ def test_cli_resume_after_kill_matches_an_uninterrupted_run(digits_folder, tmp_p
     (["--data", "/nonexistent/set"], "/nonexistent/set"),
     (["--data", "esc10", "--arch", "qcnn99"], "qcnn99"),
     (["--data", "esc10", "--test-fold", "9"], "fold '9'"),
+    (["--data", "esc10", "--head", "tanh"], "tanh"),
 ])
 def test_cli_errors_are_one_line(args, why, tmp_path):
     proc = _train_cli(*args, "--out", str(tmp_path / "m.qedge"), "--epochs", "1")
@@ -220,3 +221,37 @@ def test_cli_errors_are_one_line(args, why, tmp_path):
     assert proc.returncode != 0 and why in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "m.qedge").exists()
 
+
+def test_sigmoid_head_on_single_label_data_trains_one_vs_rest(digits_folder, tmp_path):
+    """`--head sigmoid` on single-label clips: one-hot BCE targets, mAP as the metric, a multi-label
+    model file whose ONNX ends in Sigmoid, and every later command sees the clips as it was trained."""
+    import json
+
+    import onnx
+
+    from qedge.data import find_dataset
+    from qedge.export.onnx import export_onnx, model_info
+    from qedge.meta import ModelRecord
+
+    out = tmp_path / "sigmoid.qedge"
+    proc = _train_cli("--data", str(digits_folder), "--head", "sigmoid", "--width", "0.125", "--epochs", "3",
+                      "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 0.0 < summary["map"] <= 1.0 and "accuracy" not in summary
+    model, meta = load(out)
+    record = ModelRecord.from_meta(meta)
+    assert meta["task"] == "multi-label" and record.labels == ["0", "1", "2"] and record.background_label is None
+    assert meta["history"][-1]["head"] == "sigmoid" and not record.open_set
+    train, test = record.test_split(find_dataset(digits_folder))
+    assert train.multilabel and test.multilabel and {c.speaker for c in test.clips} == {"yweweler"}
+    onnx_path = export_onnx(model, model_info(model, meta), tmp_path / "sigmoid.onnx")
+    assert onnx.load(str(onnx_path)).graph.node[-1].op_type == "Sigmoid"
+    evaluated = subprocess.run([sys.executable, "-m", "qedge", "evaluate", str(out), "--data", str(digits_folder),
+                                "--json"], capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["map"] == pytest.approx(summary["map"], abs=1e-6)
+    every = subprocess.run([sys.executable, "-m", "qedge", "evaluate", str(out), "--data", str(digits_folder),
+                            "--split", "all", "--json"], capture_output=True, text=True)
+    assert every.returncode == 0, every.stderr
+    assert json.loads(every.stdout.strip().splitlines()[-1])["n"] == 24

@@ -26,6 +26,7 @@ def train(
     endpoint: Optional[float] = typer.Option(None, "--endpoint", help="Training augmentation: with this probability cut a clip's quiet edges at a random 10–25 dB below its loudest 10 ms, as a voice-activity detector would; 0 = off (default: recipe)."),
     mean_norm: Optional[bool] = typer.Option(None, "--mean-norm/--no-mean-norm", help="Remove each window's mean log-mel per mel bin inside the model (recording-gain and microphone invariance; default: recipe)."),
     open_set: Optional[bool] = typer.Option(None, "--open-set/--closed-set", help="Open set: add a 'background' output trained on event-free audio (silence, coloured noise, the bundled FSDD speech unless the data is speech) and mix events into such beds at 0–20 dB SNR, then choose per-label thresholds and smoothing on a tuning soundscape (stored in the model): the model says nothing when none of its classes sounds (default: the recipe's, on for ESC-10)."),
+    head: Optional[str] = typer.Option(None, "--head", help="Output head: softmax (one class per clip; with the open set an explicit 'background' class) or sigmoid (one-vs-rest scores trained with BCE, as PANNs/DCASE systems; 'nothing' is every score under its threshold). Multi-label data always uses sigmoid (default: the recipe's, else softmax for single-label data)."),
     background: Optional[list[Path]] = typer.Option(None, "--background", help="A folder of recordings of the deployment site (no target sounds in them) used as more event-free audio; implies --open-set. Repeatable."),
     out: Path = typer.Option(Path("model.qedge"), "--out", "-o", help="Model file to write (best weights; <out>.resume holds the resume state)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
@@ -58,7 +59,7 @@ def train(
     _model, meta = train_model(
         data, format=format, arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
         clip_seconds=clip_seconds, train_seconds=train_seconds, mixup=mixup, specaugment=specaugment,
-        trim=trim, endpoint=endpoint, mean_norm=mean_norm, open_set=open_set, background=background or (),
+        trim=trim, endpoint=endpoint, mean_norm=mean_norm, open_set=open_set, background=background or (), head=head,
         out=out, seed=seed, device=device, amp=amp, workers=workers,
         clip_sv=clip_sv, clip_every=clip_every,
         test_fold=test_fold, test_speaker=test_speaker, cache_dir=cache_dir, resume=resume,

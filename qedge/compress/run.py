@@ -132,7 +132,9 @@ def retune_listen(model: "nn.Module", meta: dict, data: str, log: Log = print) -
     """An open-set model's compressed or distilled copy scores differently from its teacher: choose
     its own thresholds and smoothing (:func:`qedge.stream.tune.choose_listen_settings`) into
     ``meta["listen"]`` and record how in its last history entry."""
-    if not meta.get("background_label"):
+    from qedge.meta import ModelRecord
+
+    if not ModelRecord.from_meta(meta).open_set:
         return
     from qedge.stream.tune import choose_listen_settings
 
