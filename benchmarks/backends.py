@@ -14,7 +14,10 @@ The four are timed interleaved (one call of each per round, warm-up rounds exclu
 real-clip input, so slow drifts of a shared machine hit them alike; figures are medians and every
 comparison is a ratio within a row. PyTorch and ONNX Runtime use the same thread count.
 
-    python -m benchmarks.backends [--quick] [--threads N]
+    python -m benchmarks.backends [--quick] [--threads N[,M]]
+
+With several thread counts each model is measured at each (rows carry ``threads``) and the result
+says, per count, from which size (MACs) int8 is faster than fp32 for every larger model.
 
 Writes ``<results>/backends-<machine>.json`` (see :func:`benchmarks.common.write_result`).
 """
@@ -115,25 +118,43 @@ def measure_model(arch: str, width: float, seconds: float, threads: int, repeats
     return row
 
 
-def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """Measure every model of the grid (``QUICK`` or ``FULL``); returns the result dictionary."""
+def int8_wins_from(rows: list[dict[str, Any]]) -> int | None:
+    """The smallest MACs from which ONNX Runtime int8 is faster than fp32 for every model at least
+    that large (``ort_fp32_over_int8 > 1``); None when the largest model is not faster in int8."""
+    ordered = sorted(rows, key=lambda r: r["macs"])
+    start = None
+    for r in ordered:
+        if r["ort_fp32_over_int8"] > 1.0:
+            start = r["macs"] if start is None else start
+        else:
+            start = None
+    return start
+
+
+def run(quick: bool = False, threads: int | list[int] | None = None) -> dict[str, Any]:
+    """Measure every model of the grid (``QUICK`` or ``FULL``) at each thread count; returns the
+    result dictionary (rows carry their ``threads``; ``int8_wins_from_macs`` per thread count)."""
     import torch
 
-    threads = int(threads or 1)
-    torch.set_num_threads(threads)
+    counts = [int(t) for t in (threads if isinstance(threads, list) else [threads or 1])]
     grid = QUICK if quick else FULL
     repeats = 5 if quick else 15
     calib_n = 2 if quick else 8
     rows = []
     features: dict[int, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="qedge-bench-backends-") as tmp:
-        for arch, width, seconds in grid:
-            # big models: fewer rounds (a 10 GMAC model runs ~0.3-1 s per call here)
-            reps = repeats if arch != "qcnn14" or width < 1.0 or seconds <= 1.0 else max(3, repeats // 2)
-            rows.append(measure_model(arch, width, seconds, threads, reps, calib_n, Path(tmp), features))
+        for count in counts:
+            torch.set_num_threads(count)
+            for arch, width, seconds in grid:
+                # big models: fewer rounds (a 10 GMAC model runs ~0.3-1 s per call here)
+                reps = repeats if arch != "qcnn14" or width < 1.0 or seconds <= 1.0 else max(3, repeats // 2)
+                row = measure_model(arch, width, seconds, count, reps, calib_n, Path(tmp), features)
+                rows.append({"threads": count, **row})
     import onnxruntime
 
-    return {"quick": quick, "threads": threads, "batch": 1, "classes": CLASSES, "calibration_clips": calib_n,
+    wins = {str(c): int8_wins_from([r for r in rows if r["threads"] == c]) for c in counts}
+    return {"quick": quick, "threads": counts if len(counts) > 1 else counts[0], "int8_wins_from_macs": wins,
+            "batch": 1, "classes": CLASSES, "calibration_clips": calib_n,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "notes": "untrained weights (latency only); int8 = QDQ symmetric per-channel, first conv fp32 "
                      "(quantize_int8 default), calibrated on real ESC-10 training clips; interleaved medians",
@@ -143,9 +164,15 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small model, few repeats (exercise, not judge)")
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch and ONNX Runtime intra-op threads (default 1: on a shared machine more threads measure contention)")
+    parser.add_argument("--threads", default=None, help="PyTorch and ONNX Runtime intra-op threads, comma-separated "
+                        "for several (e.g. 1,2; default 1: on a shared machine more threads measure contention)")
     args = parser.parse_args()
-    path = write_result("backends", run(args.quick, args.threads))
+    counts = [int(t) for t in args.threads.split(",")] if args.threads else [1]
+    result = run(args.quick, counts)
+    for count, macs in result["int8_wins_from_macs"].items():
+        print(f"{count} thread(s): int8 faster than fp32 "
+              + (f"from {macs / 1e9:.3f} GMACs up" if macs is not None else "not at the largest size"))
+    path = write_result("backends", result)
     print(f"wrote {path}")
 
 

@@ -124,16 +124,24 @@ def md_qconv(d: dict[str, Any]) -> list[str]:
 
 
 def md_backends(d: dict[str, Any]) -> list[str]:
-    rows = [[r["arch"], _f(r["width"], "g"), f"{r['window_s']:g} s", _f(r["macs"] / 1e9, ".3f"), f"{r['params']:,}",
+    rows = [[r["arch"], _f(r["width"], "g"), f"{r['window_s']:g} s", r.get("threads", d.get("threads", "?")),
+             _f(r["macs"] / 1e9, ".3f"), f"{r['params']:,}",
              _f(r["eager_quaternion_ms"]), _f(r["eager_folded_ms"]), _f(r["ort_fp32_ms"]), _f(r["ort_int8_ms"]),
              f"×{_f(r['quaternion_over_folded'])}", f"×{_f(r['eager_folded_over_ort_fp32'])}",
              f"×{_f(r['ort_fp32_over_int8'])}", _f(r["ort_fp32_gmacs_per_s"], ".1f")] for r in d["rows"]]
-    return [f"Batch 1, {d.get('threads', '?')} thread(s) for PyTorch and ONNX Runtime "
-            f"(torch {d.get('torch', '?')}, onnxruntime {d.get('onnxruntime', '?')}); {d.get('notes', '')}. "
-            "Ratios are speed-ups of the second-named way.", "",
-            *_table(["model", "width", "window", "GMACs", "params", "eager quaternion ms", "eager folded ms",
-                     "ORT fp32 ms", "ORT int8 ms", "quaternion/folded", "folded/ORT fp32", "ORT fp32/int8",
-                     "ORT fp32 GMAC/s"], rows)]
+    threads = d.get("threads", "?")
+    threads = ", ".join(map(str, threads)) if isinstance(threads, list) else threads
+    out = [f"Batch 1, {threads} thread(s) for PyTorch and ONNX Runtime "
+           f"(torch {d.get('torch', '?')}, onnxruntime {d.get('onnxruntime', '?')}); {d.get('notes', '')}. "
+           "Ratios are speed-ups of the second-named way.", "",
+           *_table(["model", "width", "window", "threads", "GMACs", "params", "eager quaternion ms",
+                    "eager folded ms", "ORT fp32 ms", "ORT int8 ms", "quaternion/folded", "folded/ORT fp32",
+                    "ORT fp32/int8", "ORT fp32 GMAC/s"], rows)]
+    for count, macs in (d.get("int8_wins_from_macs") or {}).items():
+        out.append(f"- {count} thread(s): int8 is faster than fp32 "
+                   + (f"for every model from {macs / 1e9:.3f} GMACs up" if macs is not None
+                      else "not even for the largest model"))
+    return out
 
 
 def md_macs(d: dict[str, Any]) -> list[str]:
@@ -305,7 +313,8 @@ def plot_all(data: dict[str, dict[str, Any]], out: Path, slug: str) -> list[Path
         fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(rows)), 4.5))
         x = np.arange(len(rows))
         _grouped_bars(ax, x, [([r[f"{key}_ms"] for r in rows], label) for key, label in ways])
-        ax.set_xticks(x, [f"{r['arch']}\nw{r['width']:g} {r['window_s']:g}s" for r in rows], fontsize=8)
+        ax.set_xticks(x, [f"{r['arch']}\nw{r['width']:g} {r['window_s']:g}s"
+                          + (f"\n{r['threads']}t" if "threads" in r else "") for r in rows], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms, batch 1, log scale)")
         ax.set_title(f"backends, {slug}, {data['backends'].get('threads', '?')} thread(s)")
