@@ -83,28 +83,39 @@ def model_info(
     n_mels)`` (a quaternion conv costs the real conv of the same width, so model and fold agree);
     ``params`` counts the quaternion model's parameters (¼ of the folded real ones per layer,
     design.md §3). The Lipschitz bound (design.md §7: the product of per-layer operator norms) is
-    taken from ``meta["lipschitz"]`` when the model file records one, else computed with
-    ``qedge.spectral.lipschitz_report`` when ``lipschitz`` is true (opt-in:
-    exact per-layer singular values at the window size take minutes for a full-width QCNN14).
+    the one the model file records (:attr:`qedge.meta.ModelRecord.lipschitz`), else computed with
+    ``qedge.spectral.lipschitz_report`` when ``lipschitz`` is true (opt-in: exact per-layer
+    singular values at the window size take minutes for a full-width QCNN14).
     """
+    from qedge.meta import ModelRecord
     from qedge.profile import profile
 
+    # A meta built in code (tests, scripts) may name no arch / arch_kwargs: the model's own stand
+    # in, as checkpoint.save fills them in, before the record (which requires an arch) is read.
+    filled = {"arch": getattr(model, "arch", "unknown"),
+              "arch_kwargs": dict(getattr(model, "arch_kwargs", {}) or {}), **meta}
+    missing = [k for k in ("features", "labels") if k not in filled]
+    if missing:  # model_info's own message, as before the record (whose wording differs)
+        raise QedgeError(f"model metadata lacks labels/features ({missing[0]!r})")
+    record = ModelRecord.from_meta(filled)
     try:
-        features = dict(meta["features"])
-        n_mels = int(features["n_mels"])
-        labels = [str(x) for x in meta["labels"]]
+        n_mels = int(record.features["n_mels"])
     except (KeyError, TypeError, ValueError) as exc:
         raise QedgeError(f"model metadata lacks labels/features ({exc})") from exc
-    frames = int(window_frames) if window_frames is not None else window_frames_for(meta)
+    if window_frames is not None:
+        frames = int(window_frames)
+    else:
+        try:
+            frames = record.window_frames()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QedgeError(f"model metadata lacks a usable features/clip_seconds entry ({exc})") from exc
     if frames <= 0:
         raise QedgeError(f"window of {frames} frames is empty")
     shape = (1, 4, frames, n_mels)
     prof = profile(model, input_shape=shape)
     params = int(sum(p.numel() for p in model.parameters()))
-    bound: float | None = None
-    if isinstance(meta.get("lipschitz"), (int, float)):
-        bound = float(meta["lipschitz"])
-    elif lipschitz:
+    bound: float | None = record.lipschitz
+    if bound is None and lipschitz:
         from qedge.spectral import lipschitz_report
 
         try:
@@ -113,19 +124,15 @@ def model_info(
             warnings.warn(f"Lipschitz bound not computed: {exc}")
         if bound is not None and not math.isfinite(bound):
             bound = None
-    arch = {"name": str(meta.get("arch", getattr(model, "arch", "unknown"))),
-            "kwargs": dict(meta.get("arch_kwargs", getattr(model, "arch_kwargs", {})))}
-    from qedge.meta import ModelRecord
-
     return ModelInfo(
-        listen=ModelRecord.from_meta(meta).listen_settings(),
-        labels=labels,
-        features=features,
-        arch=arch,
+        listen=record.listen_settings(),
+        labels=record.labels,
+        features=record.features,
+        arch={"name": record.arch, "kwargs": record.arch_kwargs},
         macs=int(prof.macs),
         params=params,
         window_frames=frames,
-        task=str(meta.get("task", "single-label")),
+        task=record.task,
         lipschitz=bound,
     )
 

@@ -3,9 +3,9 @@
 Each step reports its figures into one dict (printed as a table or as JSON by the command):
 sizes in bytes, max|Δ| against PyTorch, top-1 agreement, batch-1 CPU latency (median, ms),
 held-out accuracy of fp32 and INT8 (ONNX Runtime sessions on the runtime's own features).
-Verification uses held-out clips of the model's data (``--verify-data``, else the ``data`` the model
-file records: ``meta["data"]`` or its training history); with neither, generated signals (tones, chirps, noise) are used and
-a warning says so.
+Verification uses held-out clips of the model's data (``--verify-data``, else the data the model
+file names, :attr:`qedge.meta.ModelRecord.data_source`: its ``data`` or its history's); with
+neither, generated signals (tones, chirps, noise) are used and a warning says so.
 """
 
 from __future__ import annotations
@@ -62,14 +62,16 @@ def label_indices(clip_labels: Sequence[str], model_labels: Sequence[str]) -> np
     return None if any(i is None for i in idx) else np.asarray(idx)
 
 
-def model_data(meta: Mapping[str, Any]) -> str | None:
-    """The data a model was trained on: ``meta["data"]``, else the latest history record's ``data``."""
-    if meta.get("data"):
-        return str(meta["data"])
-    for record in reversed(list(meta.get("history") or [])):
-        if isinstance(record, Mapping) and record.get("data"):
-            return str(record["data"])
-    return None
+def _record(meta: "Mapping[str, Any] | ModelRecord") -> "ModelRecord":
+    from qedge.meta import ModelRecord
+
+    return meta if isinstance(meta, ModelRecord) else ModelRecord.from_meta(meta)
+
+
+def model_data(meta: "Mapping[str, Any] | ModelRecord") -> str | None:
+    """The data a model was trained on (:attr:`~qedge.meta.ModelRecord.data_source`): the file's
+    ``data``, else the latest history record's ``data``. ``meta``: the file's meta or its record."""
+    return _record(meta).data_source
 
 
 def _scores(onnx_path: str | Path, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -90,14 +92,13 @@ def evaluate_onnx(onnx_path: str | Path, x: np.ndarray, targets: np.ndarray | No
             "accuracy": float((pred == targets).mean()) if targets is not None else None}
 
 
-def split_record(meta: Mapping[str, Any], data: str) -> "ModelRecord | None":
+def split_record(meta: "Mapping[str, Any] | ModelRecord", data: str) -> "ModelRecord | None":
     """The model's record when ``data`` is the data it was trained on (so its held-out fold or
     speaker applies, :meth:`~qedge.meta.ModelRecord.test_split`); ``None`` for other data, which
-    is split by its own default rule."""
-    from qedge.meta import ModelRecord, train_record
-
-    trained_on = train_record(meta).get("data") or model_data(meta)
-    return ModelRecord.from_meta(meta) if trained_on is not None and str(data) == str(trained_on) else None
+    is split by its own default rule. ``meta``: the file's meta or its record."""
+    record = _record(meta)
+    trained_on = record.training.get("data") or record.data_source
+    return record if trained_on is not None and str(data) == str(trained_on) else None
 
 
 def held_out_features(data: str, info: ModelInfo, limit: int | None, warnings: list[str],
@@ -146,13 +147,15 @@ def run(
     from contextlib import nullcontext
 
     from qedge.export.onnx import export_onnx, model_info, ort_latency_ms, verify_onnx
+    from qedge.meta import ModelRecord
 
     def status(text: str):
         return console.status(text) if console is not None else nullcontext()
 
     out = Path(out)
+    record = ModelRecord.from_meta(meta)
     warnings: list[str] = []
-    report: dict[str, Any] = {"model": str(meta.get("arch", "")), "warnings": warnings}
+    report: dict[str, Any] = {"model": record.arch, "warnings": warnings}
     with status("measuring the model (MACs, parameters, Lipschitz bound)"):
         info = model_info(model, meta, lipschitz=lipschitz)
     report["info"] = {"macs": info.macs, "params": info.params, "window_frames": info.window_frames,
@@ -161,10 +164,10 @@ def run(
         export_onnx(model, info, out, dynamic_time=dynamic_time, opset=opset)
     report["onnx"] = {"path": str(out), "bytes": out.stat().st_size}
 
-    data = verify_data or model_data(meta)
+    data = verify_data or record.data_source
     with status("computing verification features"):
         if data:
-            x_verify, _ = held_out_features(str(data), info, verify_size, warnings, split_record(meta, data))
+            x_verify, _ = held_out_features(str(data), info, verify_size, warnings, split_record(record, data))
             report["verify_source"] = f"{len(x_verify)} held-out clips of {data}"
         else:
             x_verify = generated_features(info, verify_size)
@@ -205,7 +208,7 @@ def run(
             raise QedgeError("--int8 needs calibration clips: pass --calib-data esc10|fsdd|FOLDER")
         q_path = int8_path(out)
         with status(f"calibrating on {calib_size} clips of {calib} and writing {q_path}"):
-            clips = select_calibration(str(calib), calib_size, record=split_record(meta, calib))
+            clips = select_calibration(str(calib), calib_size, record=split_record(record, calib))
             reader = FeatureReader(clips, info.features, info.window_frames)
             quantize_int8(out, q_path, reader, method=calib_method, first_conv_fp32=first_conv_fp32)
         import onnx
@@ -216,7 +219,7 @@ def run(
         eval_data = data or calib
         with status(f"evaluating fp32 and INT8 on the held-out split of {eval_data}"):
             x_test, targets = held_out_features(str(eval_data), info, eval_size, warnings,
-                                                split_record(meta, eval_data))
+                                                split_record(record, eval_data))
             ref, q = evaluate_onnx(out, x_test, targets), evaluate_onnx(q_path, x_test, targets)
         entry.update({
             "eval_clips": int(len(x_test)),

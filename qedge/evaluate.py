@@ -8,7 +8,7 @@ and per-class AP. Labels of the evaluation data are matched BY NAME to the model
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from qedge.errors import QedgeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
+
+    from qedge.meta import ModelRecord
 
 __all__ = [
     "accuracy",
@@ -84,34 +86,35 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> tuple[flo
 # ----------------------------------------------------------------------------------------------
 # Evaluation of a model on a dataset
 # ----------------------------------------------------------------------------------------------
-def _eval_dataset(meta: dict[str, Any], index_or_dataset: Any, split: str, cache_dir: Any) -> Any:
-    """A :class:`~qedge.data.ClipDataset` over the model's labels, features and window."""
+def _eval_dataset(meta: "Mapping[str, Any] | ModelRecord", index_or_dataset: Any, split: str, cache_dir: Any) -> Any:
+    """A :class:`~qedge.data.ClipDataset` over the model's labels, features and window
+    (``meta``: the model file's meta or its :class:`~qedge.meta.ModelRecord`)."""
     from qedge.data import ClipDataset, ClipIndex
-
-    if not isinstance(index_or_dataset, ClipIndex):
-        ds = index_or_dataset
-        if list(getattr(ds, "labels", meta["labels"])) != list(meta["labels"]):
-            raise QedgeError("the dataset's label list differs from the model's: build it with labels=meta['labels']")
-        return ds
     from qedge.meta import ModelRecord
 
-    record = ModelRecord.from_meta(meta)
+    record = meta if isinstance(meta, ModelRecord) else ModelRecord.from_meta(meta)
+    labels = record.labels
+    if not isinstance(index_or_dataset, ClipIndex):
+        ds = index_or_dataset
+        if list(getattr(ds, "labels", labels)) != list(labels):
+            raise QedgeError("the dataset's label list differs from the model's: build it with labels=meta['labels']")
+        return ds
     index = record.as_trained(index_or_dataset)
     if split == "test":
         index = record.test_split(index)[1]
     elif split != "all":
         raise QedgeError(f"--split must be 'test' or 'all', got {split!r}")
-    known = set(meta["labels"])
+    known = set(labels)
     unknown = sorted({lab for c in index.clips for lab in c.labels} - known)
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5]) + (" …" if len(unknown) > 5 else "")
         raise QedgeError(f"labels not in the model's vocabulary: {shown} (the model knows "
-                         f"{len(meta['labels'])} labels: {', '.join(meta['labels'][:6])}{' …' if len(meta['labels']) > 6 else ''})")
+                         f"{len(labels)} labels: {', '.join(labels[:6])}{' …' if len(labels) > 6 else ''})")
     task = "multi-label" if index.multilabel else "single-label"
-    if task == "multi-label" and meta["task"] == "single-label":
+    if task == "multi-label" and record.task == "single-label":
         raise QedgeError("this dataset is multi-label but the model is single-label")
-    return ClipDataset(index, meta["features"], clip_seconds=meta["clip_seconds"], train=False,
-                       cache_dir=cache_dir, labels=meta["labels"])
+    return ClipDataset(index, record.features, clip_seconds=record.clip_seconds, train=False,
+                       cache_dir=cache_dir, labels=labels)
 
 
 def evaluate(
@@ -134,13 +137,15 @@ def evaluate(
     """
     from qedge.distributed import resolve_device
     from qedge.inference import predict
+    from qedge.meta import ModelRecord
 
-    dataset = _eval_dataset(meta, index_or_dataset, split, cache_dir)
+    record = ModelRecord.from_meta(meta)
+    dataset = _eval_dataset(record, index_or_dataset, split, cache_dir)
     dev = resolve_device(device)
     model.to(dev).eval()
     logits, targets = predict(model, dataset, batch_size=batch_size, device=dev)
-    labels = list(meta["labels"])
-    result: dict[str, Any] = {"task": meta["task"], "n": int(len(targets)), "labels": labels}
+    labels = list(record.labels)
+    result: dict[str, Any] = {"task": record.task, "n": int(len(targets)), "labels": labels}
     if targets.ndim == 2:  # multi-hot
         scores = 1.0 / (1.0 + np.exp(-logits))
         m, ap = mean_average_precision(scores, targets)

@@ -46,6 +46,9 @@ class ModelRecord:
     background_label: an open-set model's "none of my classes" output (None: closed set).
     listen: how ``qedge listen`` runs it (``ListenSettings.to_dict()``, chosen on data by
     :func:`qedge.stream.tune.choose_listen_settings`); see :meth:`listen_settings`.
+    lipschitz: the Lipschitz bound the file records (``meta["lipschitz"]``, a number; ``None``:
+    none recorded, ``qedge export --lipschitz`` computes one).  data: the data the file names
+    (``meta["data"]``; ``None``: none), see :attr:`data_source` for the fallback to the history.
     """
 
     arch: str
@@ -60,6 +63,8 @@ class ModelRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     background_label: str | None = None
     listen: dict[str, Any] = field(default_factory=dict)
+    lipschitz: float | None = None
+    data: str | None = None
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], source: str = "model") -> "ModelRecord":
@@ -83,6 +88,8 @@ class ModelRecord:
                 history=[dict(h) for h in meta.get("history") or [] if isinstance(h, dict)],
                 background_label=meta.get("background_label"),
                 listen=dict(meta.get("listen") or {}),
+                lipschitz=float(meta["lipschitz"]) if isinstance(meta.get("lipschitz"), (int, float)) else None,
+                data=str(meta["data"]) if meta.get("data") else None,
             )
         except (TypeError, ValueError) as exc:
             raise QedgeError(f"{source}: malformed model metadata ({exc})") from exc
@@ -109,10 +116,26 @@ class ModelRecord:
         return index
 
     @property
+    def training(self) -> dict[str, Any]:
+        """The ``step: train`` record of :attr:`history` (:func:`train_record`), or ``{}``."""
+        return train_record({"history": self.history})
+
+    @property
+    def data_source(self) -> str | None:
+        """The data the file names: :attr:`data`, else the latest history record's ``data``
+        (``None``: neither; ``qedge export`` then verifies on generated signals)."""
+        if self.data:
+            return self.data
+        for record in reversed(self.history):
+            if record.get("data"):
+                return str(record["data"])
+        return None
+
+    @property
     def open_set(self) -> bool:
         """Trained on an open set (``qedge train --open-set``): with a background class (softmax
         head) or with all-zero targets for event-free audio (sigmoid head)."""
-        return self.background_label is not None or bool(train_record({"history": self.history}).get("open_set"))
+        return self.background_label is not None or bool(self.training.get("open_set"))
 
     @property
     def held_out(self) -> str:

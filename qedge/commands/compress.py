@@ -107,7 +107,7 @@ def compress(
         source=str(model or "baseline"), log=console.print)
 
     metric, base_metric = result.metric, result.base_metric
-    table = Table(title=f"qedge compress — {meta.get('arch')} on {data} ({metric}: after pruning, after "
+    table = Table(title=f"qedge compress — {result.arch} on {data} ({metric}: after pruning, after "
                         "fine-tuning, Δ vs unpruned; fine-tune seconds; latency ms)")
     for col in ("run", "params", "GMACs", "pruned", "tuned", "Δ", "FT s", "ms"):
         table.add_column(col, justify="left" if col == "run" else "right")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from qedge.errors import QedgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from qedge.meta import ModelRecord
 
 _MAX_LABELS_SHOWN = 20
 
@@ -116,12 +119,9 @@ def _inspect_arch(arch: str, classes: int, width: float, frames: int, mels: int,
     return report, net
 
 
-def _window_frames(meta: dict[str, Any]) -> tuple[int, int]:
+def _window_frames(record: "ModelRecord") -> tuple[int, int]:
     """(frames, mels) of the model's window (:meth:`qedge.meta.ModelRecord.window_frames`)."""
-    from qedge.meta import ModelRecord
-
     try:
-        record = ModelRecord.from_meta(meta)
         return record.window_frames(), int(record.features["n_mels"])
     except (KeyError, TypeError, ValueError) as exc:
         raise QedgeError(f"model metadata has no usable clip length / feature configuration ({exc})") from exc
@@ -129,25 +129,29 @@ def _window_frames(meta: dict[str, Any]) -> tuple[int, int]:
 
 def _inspect_checkpoint(path: Path, frames: Optional[int], mels: Optional[int]) -> tuple[dict[str, Any], Any]:
     from qedge.checkpoint import load
+    from qedge.meta import ModelRecord
 
     net, meta = load(path)
-    own_frames, own_mels = _window_frames(meta)
+    record = ModelRecord.from_meta(meta, source=str(path))
+    own_frames, own_mels = _window_frames(record)
     frames, mels = frames or own_frames, mels or own_mels
-    labels = list(meta.get("labels") or [])
+    labels = list(record.labels)
     report: dict[str, Any] = {
         "source": str(path),
-        "arch": meta.get("arch"),
-        "arch_kwargs": meta.get("arch_kwargs"),
-        "width": (meta.get("arch_kwargs") or {}).get("width"),
+        "arch": record.arch,
+        "arch_kwargs": record.arch_kwargs,
+        "width": record.arch_kwargs.get("width"),
         "classes": len(labels),
         "frames": frames,
         "mels": mels,
-        "clip_seconds": meta.get("clip_seconds"),
-        "task": meta.get("task"),
+        "clip_seconds": record.clip_seconds,
+        "task": record.task,
         "labels": labels,
-        "features": meta.get("features"),
-        "history": list(meta.get("history") or []),
+        "features": record.features,
+        "history": list(record.history),
     }
+    # Free-form extra keys a file may carry (no qedge writer sets them; nothing reads them as
+    # model facts, so they are not ModelRecord fields): shown as stored.
     for key in ("pruning", "distillation"):
         if key in meta:
             report[key] = meta[key]

@@ -47,6 +47,7 @@ def train(
     it trains data-parallel (only rank 0 writes files and prints).
     """
     from qedge.distributed import context
+    from qedge.meta import ModelRecord
     from qedge.train import train_model
 
     ctx = context(device)
@@ -67,10 +68,11 @@ def train(
     )
     if not ctx.is_main:
         return
-    rec = meta["history"][-1]
-    metric = "map" if meta["task"] == "multi-label" else "accuracy"
+    record = ModelRecord.from_meta(meta, source=str(out))
+    rec = record.history[-1]
+    metric = "map" if record.task == "multi-label" else "accuracy"
     summary = {
-        "file": str(out), "arch": meta["arch"], "width": meta["arch_kwargs"].get("width"),
+        "file": str(out), "arch": record.arch, "width": record.arch_kwargs.get("width"),
         metric: rec.get(metric), "last_" + metric: rec.get("last_" + metric),
         "best_epoch": rec.get("best_epoch"), "epochs": rec.get("epochs_run"),
         "params": rec.get("params"), "macs": rec.get("macs"), "seconds": rec.get("seconds"),
@@ -86,11 +88,11 @@ def train(
 
     value = summary[metric]
     console.print(
-        f"[bold]{out}[/]: {meta['arch']} width {summary['width']:g} — {metric} "
+        f"[bold]{out}[/]: {record.arch} width {summary['width']:g} — {metric} "
         f"{fmt(value)} (best epoch {summary['best_epoch']}/{summary['epochs']}; "
         f"last epoch {fmt(summary['last_' + metric])}; "
         f"{summary['test_clips']} test clips), {summary['params']:,} params, "
-        f"{summary['macs'] / 1e6:,.1f} M MACs per {meta['clip_seconds']:g} s window, "
+        f"{summary['macs'] / 1e6:,.1f} M MACs per {record.clip_seconds:g} s window, "
         f"{summary['seconds']:.0f} s on {summary['device']}"
         + (f" × {summary['world_size']}" if summary["world_size"] > 1 else "")
     )

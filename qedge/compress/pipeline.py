@@ -73,16 +73,18 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     (:func:`qedge.data.background.with_negatives`), as :func:`qedge.train.train_model` built it."""
     from qedge.data import ClipDataset, find_dataset
     from qedge.data.background import MixBackground, open_set_settings, training_bank, with_negatives
-    from qedge.meta import ModelRecord, train_record
+    from qedge.meta import ModelRecord
     from qedge.recipes import wave_augmentations
 
     index = find_dataset(data, fmt)
     record = ModelRecord.from_meta(meta)
     train_idx, test_idx = record.test_split(index)
-    labels = list(meta["labels"])
-    task = str(meta.get("task", index.task))
+    labels = list(record.labels)
+    # A meta without "task" (one built in code; every model file has one) fine-tunes on the data's
+    # own task, where ModelRecord.task would default to single-label.
+    task = record.task if "task" in meta else index.task
     train_seconds = record.train_seconds or record.clip_seconds
-    trained = train_record(meta)
+    trained = record.training
     sample_rate = int(record.features["sample_rate"])
     augment = wave_augmentations(trained, sample_rate=sample_rate)
     bank, open_cfg = None, open_set_settings(trained)
@@ -90,11 +92,11 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
         bank = training_bank(sample_rate, str(trained.get("format", index.format)),
                              trained.get("background_dirs") or ())
         augment = [*augment, MixBackground(bank, tuple(open_cfg["mix_snr_db"]), open_cfg["mix_p"])]
-    train: Any = ClipDataset(train_idx, meta["features"], train_seconds, train=True, labels=labels,
+    train: Any = ClipDataset(train_idx, record.features, train_seconds, train=True, labels=labels,
                              augment=augment or None, event_crops=bank is not None)
     if bank is not None:
         train = with_negatives(train, bank, train.config, labels, open_cfg["negatives"])
-    test = ClipDataset(test_idx, meta["features"], meta["clip_seconds"], train=False, labels=labels)
+    test = ClipDataset(test_idx, record.features, record.clip_seconds, train=False, labels=labels)
     c, t, m = test.feature_shape
     return Datasets(train=train, test=test, task=task, input_shape=(1, c, t, m))
 

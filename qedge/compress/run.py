@@ -169,8 +169,10 @@ def kd_baseline(
     from qedge.compress.distill import train_kd_student
     from qedge.compress.pipeline import evaluate_metric, metric_name
     from qedge.fit import TrainConfig
+    from qedge.meta import ModelRecord
     from qedge.profile import profile
 
+    teacher_record = ModelRecord.from_meta(meta)
     out = Path(out)
     config = TrainConfig.from_dict({**overrides, "epochs": epochs, "device": device,
                                     "lr": overrides["lr"] * 2, "warmup_epochs": 1.0})
@@ -193,11 +195,11 @@ def kd_baseline(
     folder = Path(report_dir) if report_dir is not None else out.parent
     new_meta = dict(meta)
     new_meta["arch_kwargs"] = dict(student.arch_kwargs)
-    record = {"step": "kd-baseline", "teacher_arch": meta.get("arch"), "width": width,
+    record = {"step": "kd-baseline", "teacher_arch": teacher_record.arch, "width": width,
               "target_macs": target_macs, "macs": prof.macs, "params": prof.params,
               "temperature": temperature, metric_name(datasets.task): metric,
               "seconds": round(seconds, 2), "epochs_run": epochs, "epochs": history}
-    new_meta["history"] = list(meta.get("history") or []) + [record]
+    new_meta["history"] = [*teacher_record.history, record]
     retune_listen(student, new_meta, data, log)
     path = checkpoint.save(folder / f"{out.stem}-{name}.qedge", student, new_meta)
     row["model"] = str(path)
@@ -263,6 +265,7 @@ def compress_model(
         run_one,
     )
     from qedge.compress.prune import resolve_layers
+    from qedge.meta import ModelRecord
     from qedge.nn import QuaternionConv2d
     from qedge.profile import profile
 
@@ -276,8 +279,9 @@ def compress_model(
         raise QedgeError("nothing to compress: no KD mode given")
     if finetune_epochs is None:
         finetune_epochs = default_finetune_epochs(data, format)
+    record = ModelRecord.from_meta(meta, source=source)
     if not any(isinstance(m, QuaternionConv2d) for m in teacher.modules()):
-        raise QedgeError(f"{source}: {meta.get('arch')} has no quaternion convolutions; qedge compress "
+        raise QedgeError(f"{source}: {record.arch} has no quaternion convolutions; qedge compress "
                          "prunes quaternion models (qcnn*, qresnet38)")
     if isinstance(layers, str):
         layer_spec: str | list[str] = layers if layers in ("later", "all") else \
@@ -290,7 +294,7 @@ def compress_model(
     datasets = load_datasets(data, format, meta)
     metric = metric_name(datasets.task)
     base_metric = evaluate_metric(teacher, datasets.test, datasets.task, "cpu")
-    log(f"unpruned {meta.get('arch')}: {metric} {base_metric:.4f} on {len(datasets.test)} held-out clips")
+    log(f"unpruned {record.arch}: {metric} {base_metric:.4f} on {len(datasets.test)} held-out clips")
 
     train_overrides = finetune_config(data, format, lr, batch_size, seed)
     if clip_sv is not None:
@@ -320,7 +324,7 @@ def compress_model(
         pruned, row, entry = run_one(teacher, meta, datasets, settings, baseline_metric=base_metric,
                                      device=device, log=log)
         new_meta = dict(meta)
-        new_meta["history"] = list(meta.get("history") or []) + [entry]
+        new_meta["history"] = [*record.history, entry]
         retune_listen(pruned, new_meta, data, log)
         path = checkpoint.save(targets[settings.name], pruned, new_meta)
         paths[settings.name] = Path(path)
@@ -338,7 +342,7 @@ def compress_model(
         paths[student["name"]] = Path(student["model"])
         rows.append(student)
     return CompressResult(rows=rows, paths=paths, metric=metric, base_metric=base_metric, primary=primary,
-                          arch=meta.get("arch"), data=str(data), layers=layers_text)
+                          arch=record.arch, data=str(data), layers=layers_text)
 
 
 def write_compress_report(result: CompressResult, report_dir: Path) -> dict[str, Path]:
