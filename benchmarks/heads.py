@@ -26,12 +26,12 @@ as mean ± sd, go to ``benchmarks/results/heads-<machine>.json`` / ``.md`` / ``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmarks.common import machine, results_dir, write_result
+from benchmarks.stream import fmt_mean_sd, mean_sd, pool_false_alarms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,29 +90,8 @@ def score(path: Path, soundscape_seed: int, quiet_seconds: float) -> dict[str, A
             "thresholds": meta.get("listen", {}).get("thresholds"), "smooth": meta.get("listen", {}).get("smooth")}
 
 
-def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "sd": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
-
-
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from qedge.stream.score import poisson_upper
-
-    out: dict[str, Any] = {k: _mean_sd([r[k] for r in rows]) for k in FIGURES}
-    pooled = {}
-    for kind in sorted({k for r in rows for k in r["false_alarms"]}):
-        count = sum(r["false_alarms"][kind]["count"] for r in rows if kind in r["false_alarms"])
-        hours = sum(r["false_alarms"][kind]["hours"] for r in rows if kind in r["false_alarms"])
-        pooled[kind] = {"count": count, "hours": round(hours, 4), "per_hour": count / hours if hours else None,
-                        "per_hour_95_upper": poisson_upper(count, hours)}
-    out["false_alarms_pooled"] = pooled
-    return out
-
-
-def _fmt(d: dict[str, float | None], spec: str = ".3f") -> str:
-    return "–" if d["mean"] is None else f"{d['mean']:{spec}} ± {d['sd']:{spec}}"
+    return {**{k: mean_sd([r[k] for r in rows]) for k in FIGURES}, "false_alarms_pooled": pool_false_alarms(rows)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -126,8 +105,8 @@ def markdown(result: dict[str, Any]) -> str:
         s = result["summary"][head]
         fa = "; ".join(f"{k} {v['count']} / {v['hours']:.2f} h (≤ {v['per_hour_95_upper']:.0f})"
                        for k, v in s["false_alarms_pooled"].items())
-        lines.append(f"| {head} | {_fmt(s['clip_accuracy'])} | {_fmt(s['segment_f1'])} | {_fmt(s['event_f1'])} | "
-                     f"{_fmt(s['event_recall'])} | {_fmt(s['onset_latency_median_s'], '.2f')} | {fa} |")
+        lines.append(f"| {head} | {fmt_mean_sd(s['clip_accuracy'])} | {fmt_mean_sd(s['segment_f1'])} | {fmt_mean_sd(s['event_f1'])} | "
+                     f"{fmt_mean_sd(s['event_recall'])} | {fmt_mean_sd(s['onset_latency_median_s'], '.2f')} | {fa} |")
     lines += ["", "Per seed:", "", "| head | seed | clip top-1 | segment F1 | event F1 | recall | latency s | "
               "false alarms (silence/noise/speech) |", "|---|---|---|---|---|---|---|---|"]
     for head in HEADS:

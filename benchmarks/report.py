@@ -317,7 +317,8 @@ def plot_all(data: dict[str, dict[str, Any]], out: Path, slug: str) -> list[Path
                           + (f"\n{r['threads']}t" if "threads" in r else "") for r in rows], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms, batch 1, log scale)")
-        ax.set_title(f"backends, {slug}, {data['backends'].get('threads', '?')} thread(s)")
+        threads = data["backends"].get("threads", "?")
+        ax.set_title(f"backends, {slug}, {', '.join(map(str, threads)) if isinstance(threads, list) else threads} thread(s)")
         written.append(_save(fig, ax, out / f"{slug}-backends.png", grid_axis="y"))
     if "qconv" in data:
         rows = data["qconv"]["rows"]

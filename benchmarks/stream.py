@@ -30,11 +30,25 @@ DEFAULT_MODELS = [ROOT / "tests" / "fixtures" / "esc10-qcnn6-openset.qedge",
 FIGURES = ("segment_f1", "event_f1", "event_recall")
 
 
-def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
+def mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return {"mean": None, "sd": None, "n": 0}
     return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def pool_false_alarms(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """False alarms per quiet kind summed over runs (each with ``false_alarms: {kind: {count, hours}}``),
+    per hour and with a 95 % Poisson upper bound."""
+    from qedge.stream.score import poisson_upper
+
+    pooled = {}
+    for kind in sorted({k for r in runs for k in r["false_alarms"]}):
+        count = sum(r["false_alarms"].get(kind, {}).get("count", 0) for r in runs)
+        hours = sum(r["false_alarms"].get(kind, {}).get("hours", 0.0) for r in runs)
+        pooled[kind] = {"count": count, "hours": round(hours, 4), "per_hour": count / hours if hours else None,
+                        "per_hour_95_upper": poisson_upper(count, hours)}
+    return pooled
 
 
 def clip_accuracy(meta: dict[str, Any]) -> float | None:
@@ -49,7 +63,7 @@ def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float,
     from qedge.data import find_dataset
     from qedge.inference import TorchBackend
     from qedge.meta import ModelRecord
-    from qedge.stream.score import evaluate_stream, poisson_upper
+    from qedge.stream.score import evaluate_stream
 
     net, meta = load(path)
     record = ModelRecord.from_meta(meta, source=str(path))
@@ -69,24 +83,18 @@ def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float,
         print(f"  {path.name} seed {seed}: segment F1 {rep['segment_f1']:.3f}, event F1 {rep['event_f1']:.3f}, "
               f"recall {rep['event_recall']:.3f}, onset latency {rep['onset_latency_s']['median']}, "
               f"false alarms {fa} ({per_seed[-1]['seconds']:.0f} s)")
-    kinds = sorted({k for s in per_seed for k in s["false_alarms"]})
-    pooled = {}
-    for kind in kinds:
-        count = sum(s["false_alarms"].get(kind, {}).get("count", 0) for s in per_seed)
-        hours = sum(s["false_alarms"].get(kind, {}).get("hours", 0.0) for s in per_seed)
-        pooled[kind] = {"count": count, "hours": round(hours, 4), "per_hour": count / hours if hours else None,
-                        "per_hour_95_upper": poisson_upper(count, hours)}
+    pooled = pool_false_alarms(per_seed)
     return {
         "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "open_set": bool(meta.get("background_label")), "clip_accuracy": clip_accuracy(meta),
         "window_s": rep["window_s"], "hop_s": rep["hop_s"],
-        "summary": {**{k: _mean_sd([s[k] for s in per_seed]) for k in FIGURES},
-                    "onset_latency_median_s": _mean_sd([s["onset_latency_median_s"] for s in per_seed])},
+        "summary": {**{k: mean_sd([s[k] for s in per_seed]) for k in FIGURES},
+                    "onset_latency_median_s": mean_sd([s["onset_latency_median_s"] for s in per_seed])},
         "false_alarms_pooled": pooled, "per_seed": per_seed,
     }
 
 
-def _fmt(d: dict[str, float | None], spec: str = ".3f") -> str:
+def fmt_mean_sd(d: dict[str, float | None], spec: str = ".3f") -> str:
     return "–" if d["mean"] is None else f"{d['mean']:{spec}} ± {d['sd']:{spec}}"
 
 
@@ -110,8 +118,8 @@ def main() -> None:
     for r in rows:
         s = r["summary"]
         fa = ", ".join(f"{k} {v['per_hour']:.0f} (≤{v['per_hour_95_upper']:.0f})" for k, v in r["false_alarms_pooled"].items())
-        print(f"{Path(r['model']).name:<32} {_fmt(s['segment_f1']):>14} {_fmt(s['event_f1']):>14} "
-              f"{_fmt(s['event_recall']):>14} {_fmt(s['onset_latency_median_s'], '.2f'):>12}  {fa}")
+        print(f"{Path(r['model']).name:<32} {fmt_mean_sd(s['segment_f1']):>14} {fmt_mean_sd(s['event_f1']):>14} "
+              f"{fmt_mean_sd(s['event_recall']):>14} {fmt_mean_sd(s['onset_latency_median_s'], '.2f'):>12}  {fa}")
     path = write_result("stream", {"quick": args.quick, "data": args.data, "seeds": seeds, "snr_db": args.snr,
                                    "quiet_seconds_per_kind": quiet, "backend": "PyTorch eager (TorchBackend), CPU",
                                    "rows": rows})
