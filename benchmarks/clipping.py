@@ -39,9 +39,9 @@ def run(quick: bool = False, clip_sv: float = 1.0, clip_every: int = 100) -> dic
             sigma = max(r["sigma_max"] for r in report.rows if r["input_size"] and r["sigma_max"] is not None)
             rows.append({"run": name, "clip_sv": sv, "clip_every": clip_every if sv else None,
                          "epochs": record["epochs_run"], "accuracy": record.get("accuracy"),
-                         "last_accuracy": record.get("last_accuracy"), "max_conv_sigma": float(sigma),
+                         "val_accuracy": record.get("val_accuracy"), "max_conv_sigma": float(sigma),
                          "lipschitz_bound": float(report.bound), "seconds": round(seconds, 1)})
-            print(f"  {name:>12}: accuracy {rows[-1]['accuracy']:.3f} (last {rows[-1]['last_accuracy']}), "
+            print(f"  {name:>12}: accuracy {rows[-1]['accuracy']:.3f} (validation {rows[-1]['val_accuracy']}), "
                   f"max conv σ {sigma:.3g}, Lipschitz bound {report.bound:.3g}, {seconds:.0f} s")
     return {"data": "esc10", "quick": quick, "rows": rows,
             "notes": "same seed and recipe; conv σ_max at each layer's input size (zero-padding grid)"}

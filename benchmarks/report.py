@@ -224,11 +224,11 @@ def md_export(d: dict[str, Any]) -> list[str]:
 
 
 def md_clipping(d: dict[str, Any]) -> list[str]:
-    rows = [[r["run"], str(r["epochs"]), _f(r.get("accuracy"), ".3f"), _f(r.get("last_accuracy"), ".3f"),
+    rows = [[r["run"], str(r["epochs"]), _f(r.get("accuracy"), ".3f"), _f(r.get("val_accuracy", r.get("last_accuracy")), ".3f"),
              _f(r["max_conv_sigma"], ".3g"), _f(r["lipschitz_bound"], ".3g"), _f(r["seconds"], ".0f")]
             for r in d.get("rows", [])]
     return [f"`qedge train --data {d.get('data')}` (default recipe, same seed) with and without `--clip-sv`.", "",
-            *_table(["run", "epochs", "accuracy (best)", "accuracy (last)", "max conv σ", "Lipschitz bound",
+            *_table(["run", "epochs", "held-out accuracy", "validation (older runs: last epoch)", "max conv σ", "Lipschitz bound",
                      "seconds"], rows), "", f"- {d.get('notes', '')}"]
 
 

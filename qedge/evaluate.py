@@ -25,6 +25,7 @@ __all__ = [
     "precision_recall",
     "average_precision",
     "mean_average_precision",
+    "evaluate_metric",
     "evaluate",
     "summarize",
     "plot_confusion",
@@ -86,6 +87,17 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> tuple[flo
 # ----------------------------------------------------------------------------------------------
 # Evaluation of a model on a dataset
 # ----------------------------------------------------------------------------------------------
+def evaluate_metric(model: Any, dataset: Any, task: str, device: str = "cpu", batch_size: int = 64) -> float:
+    """Accuracy (single-label) or mAP over sigmoid scores (multi-label) of a torch ``model`` on a
+    :class:`~qedge.data.ClipDataset`: the one figure training, fine-tuning and reports quote."""
+    from qedge.inference import predict
+
+    logits, targets = predict(model, dataset, batch_size=batch_size, device=device)
+    if task == "multi-label":
+        return float(mean_average_precision(1.0 / (1.0 + np.exp(-logits)), targets)[0])
+    return float(accuracy(logits, targets))
+
+
 def _eval_dataset(meta: "Mapping[str, Any] | ModelRecord", index_or_dataset: Any, split: str, cache_dir: Any) -> Any:
     """A :class:`~qedge.data.ClipDataset` over the model's labels, features and window
     (``meta``: the model file's meta or its :class:`~qedge.meta.ModelRecord`)."""

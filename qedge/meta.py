@@ -5,7 +5,8 @@ instead of as an untyped dict, so every command answers the same questions the s
 all *which clips are held out*: the split the model was trained with (``qedge train --test-fold`` /
 ``--test-speaker``, kept in the ``step: train`` history record), else the dataset's default rule.
 ``qedge evaluate``, ``qedge export`` (its accuracy check and its INT8 calibration clips) and
-``qedge compress`` all call :meth:`ModelRecord.test_split`.
+``qedge compress`` all call :meth:`ModelRecord.test_split`. Epochs are chosen on a validation
+part of the training half (:meth:`ModelRecord.fit_split`), never on the held-out clips.
 
 Torch-free (the calibration tools use it on devices without torch).
 """
@@ -42,7 +43,9 @@ class ModelRecord:
     features: ``FeatureConfig.to_dict()``.  clip_seconds: the scoring window in seconds.
     train_seconds: the training crop (defaults to ``clip_seconds``).
     test_fold / test_speaker: the held-out split the model was trained with (``None``: the
-    dataset's default rule).  history: the training / compression steps, oldest first.
+    dataset's default rule).  val_fraction: the share of the training half held back to choose
+    epochs on (:meth:`fit_split`; 0: none, the model predates validation splits or its training
+    kept the last epoch).  history: the training / compression steps, oldest first.
     background_label: an open-set model's "none of my classes" output (None: closed set).
     listen: how ``qedge listen`` runs it (``ListenSettings.to_dict()``, chosen on data by
     :func:`qedge.stream.tune.choose_listen_settings`); see :meth:`listen_settings`.
@@ -60,6 +63,7 @@ class ModelRecord:
     train_seconds: float | None = None
     test_fold: str | None = None
     test_speaker: str | None = None
+    val_fraction: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
     background_label: str | None = None
     listen: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +89,7 @@ class ModelRecord:
                 train_seconds=float(rec["train_seconds"]) if rec.get("train_seconds") else None,
                 test_fold=None if fold is None else str(fold),
                 test_speaker=rec.get("test_speaker"),
+                val_fraction=float(rec.get("val_fraction") or 0.0),
                 history=[dict(h) for h in meta.get("history") or [] if isinstance(h, dict)],
                 background_label=meta.get("background_label"),
                 listen=dict(meta.get("listen") or {}),
@@ -106,6 +111,14 @@ class ModelRecord:
         except QedgeError as exc:
             held = f"speaker {self.test_speaker}" if self.test_speaker else f"fold {self.test_fold}"
             raise QedgeError(f"the model was trained holding out {held}, which this dataset lacks: {exc}") from exc
+
+    def fit_split(self, index: "ClipIndex") -> tuple["ClipIndex", "ClipIndex", "ClipIndex"]:
+        """(fit, validation, held-out): :meth:`test_split`, its training half divided by
+        :meth:`ClipIndex.validation_split` at the recorded :attr:`val_fraction` — the clips the
+        model was fitted on, the ones its epochs were chosen on (empty when none), the test clips."""
+        train, test = self.test_split(index)
+        fit, val = train.validation_split(self.val_fraction)
+        return fit, val, test
 
     def as_trained(self, index: "ClipIndex") -> "ClipIndex":
         """``index`` with the targets this model was trained on: a sigmoid-head model of

@@ -17,8 +17,8 @@ __all__ = ["RECIPES", "recipe_for", "wave_augmentations"]
 #: train_seconds (random training crops; None = clip_seconds), features (FeatureConfig
 #: overrides), mean_norm (model option, see :func:`qedge.models.build`), mixup, specaugment,
 #: weight_decay, warmup_epochs, waveform augmentations (trim, endpoint, gain_db, noise_snr_db; see
-#: :func:`wave_augmentations`) and finetune_epochs (``qedge compress``). Unknown datasets use
-#: "default".
+#: :func:`wave_augmentations`), finetune_epochs (``qedge compress``) and val_fraction (share of the
+#: training recordings the epoch is chosen on; 0.2 when absent). Unknown datasets use "default".
 #:
 #: esc10: short random 1.28 s crops make an epoch cheap and act as augmentation; the model is
 #: evaluated on the whole 5 s clip (global max+mean pooling makes it length-agnostic).

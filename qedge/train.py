@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from qedge.errors import QedgeError
+from qedge.evaluate import evaluate_metric
 from qedge.fit import FitState, TrainConfig, _metric_name, _seed_everything, fit
 from qedge.recipes import recipe_for, wave_augmentations
 from qedge.resume import load_resume, save_resume
@@ -63,6 +64,7 @@ def train_model(
     clip_every: int = 50,
     test_fold: str | None = None,
     test_speaker: str | None = None,
+    val_fraction: float | None = None,
     cache_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -78,6 +80,13 @@ def train_model(
     continues from the latter (same result as an uninterrupted run). The resume file is removed
     once training completes. ``meta['history'][-1]`` records settings, per-epoch figures, final
     accuracy/mAP, params and MACs (:func:`qedge.profile.profile` on one ``clip_seconds`` window).
+
+    Epoch selection: ``val_fraction`` (recipe default 0.2) of the training half's recordings
+    (:meth:`qedge.data.index.ClipIndex.validation_split`) are held back; the epoch with the best
+    validation accuracy/mAP is kept, and the held-out test clips are scored once, on the kept
+    weights (``accuracy``/``map`` in the record; ``val_*`` the validation figures). With
+    ``val_fraction=0`` all training clips are fitted and the last epoch is kept. The test split
+    never chooses anything.
 
     Open set (``open_set``, recipe default; implied by ``background`` folders): a single-label
     model gets one more output, :data:`~qedge.data.background.BACKGROUND_LABEL`, trained on
@@ -113,6 +122,8 @@ def train_model(
     if head == "sigmoid" and not index.multilabel:
         index = dataclasses.replace(index, multilabel=True)  # one-hot targets, BCE, sigmoid scores
     train_idx, test_idx = index.split(test_fold=test_fold, test_speaker=test_speaker)
+    val_fraction = float(_pick(val_fraction, recipe.get("val_fraction", 0.2)))
+    train_idx, val_idx = train_idx.validation_split(val_fraction)
     feat_cfg = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **recipe.get("features", {}), **(features or {})})
     clip_seconds = _pick(clip_seconds, recipe.get("clip_seconds"))
     train_seconds = _pick(train_seconds, _pick(recipe.get("train_seconds"), clip_seconds))
@@ -146,6 +157,8 @@ def train_model(
         wave_aug = [*wave_aug, MixBackground(bank, tuple(open_cfg["mix_snr_db"]), open_cfg["mix_p"])]
     eval_set = ClipDataset(test_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir,
                            labels=labels)
+    val_set = ClipDataset(val_idx, feat_cfg, clip_seconds=clip_seconds, train=False, cache_dir=cache_dir,
+                          labels=labels) if len(val_idx) else None
     train_set: Any = ClipDataset(train_idx, feat_cfg, clip_seconds=_pick(train_seconds, clip_seconds), train=True,
                                  cache_dir=cache_dir, augment=wave_aug or None, labels=labels, event_crops=open_set)
     train_crop = float(train_set.clip_seconds)
@@ -172,6 +185,8 @@ def train_model(
     settings = {
         "data": str(data), "format": index.format, "recipe": recipe_name, "train_clips": len(train_idx),
         "test_clips": len(test_idx), "test_fold": test_fold, "test_speaker": test_speaker,
+        "val_fraction": val_fraction, "val_clips": len(val_idx),
+        "selected_on": "validation" if val_set is not None else "last epoch",
         "train_seconds": train_crop, "head": head, "arch": arch, "width": width, "mean_norm": mean_norm,
         "wave_augment": [type(t).__name__ for t in wave_aug], **wave_settings, **open_settings,
         "train_config": config.to_dict(), "world_size": ctx.world_size, "device": ctx.device,
@@ -182,7 +197,8 @@ def train_model(
         if rpath.exists():
             resume_state = load_resume(rpath)
             saved = resume_state.get("extra", {}).get("settings", {})
-            for key in ("arch", "width", "mean_norm", "format", "train_clips", "test_clips", "open_set", "head"):
+            for key in ("arch", "width", "mean_norm", "format", "train_clips", "test_clips", "val_clips",
+                        "open_set", "head"):
                 if key in saved and saved[key] != settings[key]:
                     raise QedgeError(f"{rpath}: saved run has {key}={saved[key]!r}, this one {settings[key]!r}: "
                                      "resume with the same options or start afresh without --resume")
@@ -196,13 +212,13 @@ def train_model(
     def entry(history: list[dict[str, Any]], best_epoch: int | None, final: bool) -> dict[str, Any]:
         rec: dict[str, Any] = {"step": "train", **settings, "epochs_run": len(history), "best_epoch": best_epoch,
                                "completed": final, "epochs": history}
-        if best_epoch is not None and history:
+        if best_epoch is not None and history:  # per-epoch figures are on the validation clips
             best = history[best_epoch - 1]
             for key in ("accuracy", "map", "eval_loss"):
                 if key in best:
-                    rec[key] = best[key]
-                if key in history[-1]:  # the last epoch's figure too: the best is chosen on the test split
-                    rec["last_" + key] = history[-1][key]
+                    rec["val_" + key] = best[key]
+                if key in history[-1]:
+                    rec["last_val_" + key] = history[-1][key]
         return rec
 
     def on_epoch_end(state: FitState) -> None:
@@ -212,7 +228,7 @@ def train_model(
                               {**meta, "history": [entry(state.history, state.best_epoch, False)]})
         save_resume(rpath, state, extra={"settings": settings})
 
-    history = fit(model, train_set, eval_set, config, task=index.task, on_epoch_end=on_epoch_end,
+    history = fit(model, train_set, val_set, config, task=index.task, on_epoch_end=on_epoch_end,
                   resume_state=resume_state, progress=progress)
     model.to("cpu").eval()
     prof = profile(model, (1, *eval_set.feature_shape))
@@ -220,6 +236,9 @@ def train_model(
     scores = [r.get(metric) for r in history]
     best_epoch = (scores.index(max(scores)) + 1) if history and None not in scores else len(history)
     record = entry(history, best_epoch, True)
+    record[metric] = evaluate_metric(model, eval_set, index.task, batch_size=config.eval_batch_size)
+    say(f"held-out {metric} {record[metric]:.4f} on {len(eval_set)} test clips (epoch {best_epoch}, chosen on "
+        + (f"{len(val_idx)} validation clips)" if val_set is not None else "nothing: the last epoch)"))
     record.update({"params": int(prof.params), "macs": int(prof.macs),
                    "window_frames": int(eval_set.feature_shape[1]),
                    "seconds": round(time.perf_counter() - started, 1)})

@@ -118,3 +118,25 @@ def test_labels_match_by_exact_name_in_export_as_in_evaluate(esc_meta):
     renamed = ClipIndex([type(clip)(clip.path, ("dog_bark",), clip.fold)], ["dog_bark"])
     with pytest.raises(QedgeError, match="not in the model's vocabulary"):
         _eval_dataset(esc_meta, renamed, "all", False)
+
+
+def test_validation_split_is_stable_stratified_and_keeps_recordings_together():
+    """Epoch-selection clips: about a fifth of each label's source recordings, the same every
+    time, no source recording (ESC ``FOLD-SOURCE-TAKE``) on both sides, none from the test fold."""
+    index = find_dataset("esc10")
+    train, test = index.split()
+    fit, val = train.validation_split(0.2)
+    again_fit, again_val = find_dataset("esc10").split()[0].validation_split(0.2)
+    assert [c.id for c in val.clips] == [c.id for c in again_val.clips]
+    assert len(fit) + len(val) == len(train) and not {c.id for c in fit.clips} & {c.id for c in val.clips}
+    assert not {c.id for c in val.clips} & {c.id for c in test.clips}
+
+    def source(c) -> str:
+        return c.path.stem.rsplit("-", 1)[0]
+
+    assert not {source(c) for c in fit.clips} & {source(c) for c in val.clips}
+    assert all(n >= 1 for n in val.counts().values())
+    assert 0.15 <= len(val) / len(train) <= 0.25
+    assert len(train.validation_split(0.0)[1]) == 0
+    with pytest.raises(QedgeError, match="validation fraction"):
+        train.validation_split(1.0)

@@ -255,3 +255,31 @@ def test_sigmoid_head_on_single_label_data_trains_one_vs_rest(digits_folder, tmp
                             "--split", "all", "--json"], capture_output=True, text=True)
     assert every.returncode == 0, every.stderr
     assert json.loads(every.stdout.strip().splitlines()[-1])["n"] == 24
+
+
+def test_epochs_are_chosen_on_validation_clips_and_the_test_clips_only_score(digits_folder, tmp_path):
+    """`qedge train` keeps the epoch with the best validation accuracy (clips carved from the
+    training speakers), scores the held-out speaker once on those weights, and `qedge compress`
+    fine-tunes on the same fit/validation split."""
+    from qedge.compress.pipeline import load_datasets
+    from qedge.data import find_dataset
+    from qedge.evaluate import evaluate_metric
+    from qedge.meta import ModelRecord
+    from qedge.train import train_model
+
+    model, meta = train_model(digits_folder, width=0.125, epochs=4, out=tmp_path / "m.qedge", progress=False)
+    rec = meta["history"][-1]
+    record = ModelRecord.from_meta(meta)
+    fit_idx, val_idx, test_idx = record.fit_split(find_dataset(digits_folder))
+    assert rec["selected_on"] == "validation" and rec["val_fraction"] == 0.2 and rec["val_clips"] == len(val_idx) > 0
+    assert {c.speaker for c in test_idx.clips} == {"yweweler"} and "yweweler" not in {c.speaker for c in val_idx.clips}
+    assert rec["train_clips"] == len(fit_idx) and rec["test_clips"] == len(test_idx)
+    # every per-epoch figure is a validation figure: the kept epoch is the best of them ...
+    assert rec["val_accuracy"] == max(e["accuracy"] for e in rec["epochs"])
+    assert rec["epochs"][rec["best_epoch"] - 1]["accuracy"] == rec["val_accuracy"]
+    # ... and the kept weights reproduce it on the validation clips, and the test figure on the test clips
+    data = load_datasets(str(digits_folder), None, meta)
+    assert sorted(c.id for c in data.val.clips) == sorted(c.id for c in val_idx.clips)
+    assert not {c.id for c in data.train.clips} & {c.id for c in val_idx.clips}
+    assert evaluate_metric(model, data.val, "single-label") == pytest.approx(rec["val_accuracy"])
+    assert evaluate_metric(model, data.test, "single-label") == pytest.approx(rec["accuracy"])

@@ -38,6 +38,7 @@ def train(
     clip_every: int = typer.Option(50, "--clip-every", help="Apply --clip-sv every K optimizer steps."),
     test_fold: Optional[str] = typer.Option(None, "--test-fold", help="Hold out this fold (default: the dataset's own split)."),
     test_speaker: Optional[str] = typer.Option(None, "--test-speaker", help="Hold out this speaker (FSDD)."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the training recordings held back to choose the epoch on (never the test split); 0 = fit on all and keep the last epoch (default: recipe, 0.2)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache folder (default: $QEDGE_CACHE or ~/.cache/qedge)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object (no progress bars)."),
 ) -> None:
@@ -63,7 +64,8 @@ def train(
         trim=trim, endpoint=endpoint, mean_norm=mean_norm, open_set=open_set, background=background or (), head=head,
         out=out, seed=seed, device=device, amp=amp, workers=workers,
         clip_sv=clip_sv, clip_every=clip_every,
-        test_fold=test_fold, test_speaker=test_speaker, cache_dir=cache_dir, resume=resume,
+        test_fold=test_fold, test_speaker=test_speaker, val_fraction=val_fraction, cache_dir=cache_dir,
+        resume=resume,
         progress=not as_json, log=log,
     )
     if not ctx.is_main:
@@ -73,10 +75,10 @@ def train(
     metric = "map" if record.task == "multi-label" else "accuracy"
     summary = {
         "file": str(out), "arch": record.arch, "width": record.arch_kwargs.get("width"),
-        metric: rec.get(metric), "last_" + metric: rec.get("last_" + metric),
-        "best_epoch": rec.get("best_epoch"), "epochs": rec.get("epochs_run"),
+        metric: rec.get(metric), "val_" + metric: rec.get("val_" + metric),
+        "selected_on": rec.get("selected_on"), "best_epoch": rec.get("best_epoch"), "epochs": rec.get("epochs_run"),
         "params": rec.get("params"), "macs": rec.get("macs"), "seconds": rec.get("seconds"),
-        "train_clips": rec.get("train_clips"), "test_clips": rec.get("test_clips"),
+        "train_clips": rec.get("train_clips"), "val_clips": rec.get("val_clips"), "test_clips": rec.get("test_clips"),
         "device": rec.get("device"), "world_size": rec.get("world_size"),
     }
     if as_json:
@@ -89,9 +91,9 @@ def train(
     value = summary[metric]
     console.print(
         f"[bold]{out}[/]: {record.arch} width {summary['width']:g} — {metric} "
-        f"{fmt(value)} (best epoch {summary['best_epoch']}/{summary['epochs']}; "
-        f"last epoch {fmt(summary['last_' + metric])}; "
-        f"{summary['test_clips']} test clips), {summary['params']:,} params, "
+        f"{fmt(value)} on {summary['test_clips']} test clips (epoch {summary['best_epoch']}/{summary['epochs']}, "
+        + (f"chosen on {summary['val_clips']} validation clips: {fmt(summary['val_' + metric])}"
+           if summary["val_clips"] else "the last") + f"), {summary['params']:,} params, "
         f"{summary['macs'] / 1e6:,.1f} M MACs per {record.clip_seconds:g} s window, "
         f"{summary['seconds']:.0f} s on {summary['device']}"
         + (f" × {summary['world_size']}" if summary["world_size"] > 1 else "")

@@ -4,7 +4,8 @@ unpruned model), measure, save, report (design.md §6).
 One run = (criterion, ratio): :func:`qedge.compress.prune.prune` (data-free), the task metric right
 after pruning, fine-tuning with :func:`qedge.fit.fit` on the same data pipeline as training
 (:class:`qedge.data.ClipDataset` with the model's feature configuration, clip length and labels;
-the dataset's default held-out split), the metric after, params/MACs
+the model's own fit / validation / held-out split, :meth:`qedge.meta.ModelRecord.fit_split`: the
+epoch is chosen on validation, the held-out clips are only scored), the metric after, params/MACs
 (:func:`qedge.profile.profile` at one window), and optionally the deployed latency
 (:func:`qedge.compress.report.measure_latency`). A grid runs every (criterion × ratio); the
 KD-only baseline (:func:`qedge.compress.distill.train_kd_student`) can be added for comparison.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from qedge.errors import QedgeError
+from qedge.evaluate import evaluate_metric
 
 __all__ = ["CompressSettings", "Datasets", "load_datasets", "evaluate_metric", "run_one", "metric_name",
            "default_outputs"]
@@ -51,12 +53,15 @@ class CompressSettings:
 
 @dataclass
 class Datasets:
-    """Train/test datasets built like training does, and the input shape of one window."""
+    """Fit/validation/test datasets built like training does, and the input shape of one window.
+    ``val`` is what fine-tuning chooses its epoch on (``None``: the model was trained without a
+    validation split, so fine-tuning keeps its last epoch); ``test`` only reports."""
 
     train: Any
     test: Any
     task: str
     input_shape: tuple[int, int, int, int]
+    val: Any = None
 
 
 def metric_name(task: str) -> str:
@@ -78,7 +83,7 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
 
     index = find_dataset(data, fmt)
     record = ModelRecord.from_meta(meta)
-    train_idx, test_idx = record.test_split(index)
+    train_idx, val_idx, test_idx = record.fit_split(index)
     labels = list(record.labels)
     # A meta without "task" (one built in code; every model file has one) fine-tunes on the data's
     # own task, where ModelRecord.task would default to single-label.
@@ -97,21 +102,9 @@ def load_datasets(data: str, fmt: str | None, meta: dict[str, Any]) -> Datasets:
     if bank is not None:
         train = with_negatives(train, bank, train.config, labels, open_cfg["negatives"])
     test = ClipDataset(test_idx, record.features, record.clip_seconds, train=False, labels=labels)
+    val = ClipDataset(val_idx, record.features, record.clip_seconds, train=False, labels=labels) if len(val_idx) else None
     c, t, m = test.feature_shape
-    return Datasets(train=train, test=test, task=task, input_shape=(1, c, t, m))
-
-
-def evaluate_metric(model: Any, dataset: Any, task: str, device: str = "cpu", batch_size: int = 64) -> float:
-    """Accuracy (single-label) or mAP (multi-label) of ``model`` on ``dataset``."""
-    from qedge.evaluate import accuracy, mean_average_precision
-    from qedge.inference import predict
-
-    logits, targets = predict(model, dataset, batch_size=batch_size, device=device)
-    if task == "multi-label":
-        import numpy as np
-
-        return float(mean_average_precision(1.0 / (1.0 + np.exp(-logits)), targets)[0])
-    return float(accuracy(logits, targets))
+    return Datasets(train=train, test=test, task=task, input_shape=(1, c, t, m), val=val)
 
 
 def _resolve_device(device: str) -> str:
@@ -163,7 +156,7 @@ def run_one(
         config = TrainConfig.from_dict({**settings.train, "epochs": settings.finetune_epochs, "device": dev})
         kd_teacher = copy.deepcopy(teacher) if settings.kd else None
         start = time.perf_counter()
-        history = fit(pruned, data.train, data.test, config, task=data.task, teacher=kd_teacher,
+        history = fit(pruned, data.train, data.val, config, task=data.task, teacher=kd_teacher,
                       kd_temperature=settings.kd_temperature, progress=progress)
         seconds = time.perf_counter() - start
         pruned.to("cpu")

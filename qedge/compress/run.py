@@ -177,7 +177,7 @@ def kd_baseline(
     config = TrainConfig.from_dict({**overrides, "epochs": epochs, "device": device,
                                     "lr": overrides["lr"] * 2, "warmup_epochs": 1.0})
     start = time.perf_counter()
-    student, history, width = train_kd_student(teacher, datasets.train, datasets.test, config,
+    student, history, width = train_kd_student(teacher, datasets.train, datasets.val, config,
                                                task=datasets.task, target_macs=target_macs,
                                                input_shape=datasets.input_shape, temperature=temperature)
     seconds = time.perf_counter() - start

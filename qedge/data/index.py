@@ -7,12 +7,17 @@ recognised and its default held-out set are described in :mod:`qedge.data.format
 
 Sets without folds or speakers (folder, gtzan, csv without folds) split deterministically: per
 label, clips sorted by a hash of their relative path, every fifth one is test (20 %).
+
+The validation split (:meth:`ClipIndex.validation_split`) carves epoch-selection clips out of the
+training half the same deterministic way, keeping the takes of one source recording together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +159,31 @@ class ClipIndex:
             )
         return self.subset(train), self.subset(test)
 
+    def validation_split(self, fraction: float) -> tuple["ClipIndex", "ClipIndex"]:
+        """(fit, validation): about ``fraction`` of each label's source recordings, chosen by a
+        stable hash of their names (the same clips on every machine and every run), go to
+        validation. A source recording is a clip, or for ESC names ``FOLD-SOURCE-TAKE`` every
+        take of one source, so no recording is on both sides. Each label with at least two
+        sources gives at least one; ``fraction = 0`` gives an empty validation half.
+        Epochs are chosen on validation, never on the held-out test split."""
+        if not 0.0 <= fraction < 1.0:
+            raise QedgeError(f"validation fraction must be in [0, 1), got {fraction}")
+        if fraction == 0.0:
+            return self.subset(self.clips), self.subset([])
+        by_label: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        for i, c in enumerate(self.clips):
+            by_label.setdefault(c.labels[:1], {}).setdefault(_source_key(c), []).append(i)
+        is_val = [False] * len(self.clips)
+        for sources in by_label.values():
+            if len(sources) < 2:
+                continue
+            take = min(len(sources) - 1, max(1, math.floor(fraction * len(sources) + 0.5)))
+            for key in sorted(sources, key=lambda k: (_stable_hash(k), k))[:take]:
+                for i in sources[key]:
+                    is_val[i] = True
+        return (self.subset(c for c, v in zip(self.clips, is_val) if not v),
+                self.subset(c for c, v in zip(self.clips, is_val) if v))
+
     def describe(self) -> str:
         """One line: format, clips, classes, folds/speakers."""
         parts = [f"{self.format}: {len(self.clips)} clips, {len(self.labels)} labels"]
@@ -168,6 +198,16 @@ class ClipIndex:
 
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+_ESC_TAKE = re.compile(r"^(\d+-\d+)-[A-Za-z]+$")
+
+
+def _source_key(clip: Clip) -> str:
+    """The recording a clip was cut from: ``1-100032`` for ESC's ``1-100032-A``, else the clip."""
+    match = _ESC_TAKE.match(clip.path.stem)
+    base = match.group(1) if match else clip.path.stem
+    return f"{base}#{clip.member}" if clip.member is not None else base
 
 
 def _hash_split(clips: Sequence[Clip], root: Path | None) -> list[bool]:

@@ -2,8 +2,9 @@
 
 ``use="test"`` (``qedge evaluate --stream``): the model's held-out clips
 (:meth:`qedge.meta.ModelRecord.test_split`), beds and quiet speech from the bundled FSDD speakers
-of ``SPEECH_SPEAKERS["test"]``. ``use="tune"`` (choosing thresholds after training): clips of the
-model's training split, speech of ``SPEECH_SPEAKERS["tune"]``. Neither speaker set is one the
+of ``SPEECH_SPEAKERS["test"]``. ``use="tune"`` (choosing thresholds after training): the
+validation clips the model's epochs were chosen on (:meth:`qedge.meta.ModelRecord.fit_split`; a
+model trained without a validation split: its training clips), speech of ``SPEECH_SPEAKERS["tune"]``. Neither speaker set is one the
 model trained on (``SPEECH_SPEAKERS["train"]``); generated silence and noise come from seeds.
 For a model that classifies speech (FSDD) there is no speech background.
 """
@@ -35,13 +36,14 @@ def stream_bank(sample_rate: int, data_format: str, use: str) -> "BackgroundBank
 
 def stream_clips(record: "ModelRecord", index: "ClipIndex", use: str, per_label: int | None = None
                  ) -> list[tuple[np.ndarray, str]]:
-    """(waveform at the model rate, label) of the held-out (``test``) or training (``tune``)
-    clips whose label the model knows; at most ``per_label`` of each label (first by path)."""
+    """(waveform at the model rate, label) of the held-out (``test``) or tuning (``tune``: the
+    validation clips, else the training clips) clips whose label the model knows; at most
+    ``per_label`` of each label (first by path)."""
     from qedge.data.cache import ClipLoader
     from qedge.runtime.features import FeatureConfig
 
-    train, test = record.test_split(index)
-    chosen = (test if use == "test" else train).clips
+    fit, val, test = record.fit_split(index)
+    chosen = (test if use == "test" else val if len(val) else fit).clips
     known = set(record.labels)
     loader = ClipLoader(FeatureConfig.from_dict(record.features))
     out: list[tuple[np.ndarray, str]] = []

@@ -1,7 +1,7 @@
 """Post-processing chosen on data: per-label thresholds and smoothing that meet a false-alarm budget.
 
 The listen loop runs once over a tuning soundscape (:func:`qedge.stream.sets.stream_soundscape`
-``use="tune"``: training clips on beds, quiet stretches of silence, noise and speech from speakers
+``use="tune"``: validation clips (training clips for a model without a validation split) on beds, quiet stretches of silence, noise and speech from speakers
 the model never heard) and keeps every window's raw scores. Then, for each smoothing length n
 (moving average over n windows, as :class:`~qedge.runtime.listen.MovingAverage`) and each label c,
 every threshold θ of a grid is tried:
@@ -15,8 +15,9 @@ every threshold θ of a grid is tried:
 
 θ_c is the lowest threshold whose false alarms stay within the budget (per hour of each quiet
 kind: ``FA_BUDGET``, shared by the labels and rounded down, so on less than an hour of tuning audio
-the budget is zero) and whose F1 is within 0.02 of the best such threshold's: the lowest, because
-the tuning clips were trained on and score higher than unseen ones. n is the smoothing with the
+the budget is zero) and whose F1 is within 0.02 of the best such threshold's: the lowest, which
+favours recall (and, for a model tuned on its training clips, allows for them scoring higher
+than unseen ones). n is the smoothing with the
 best mean F1. A label that cannot meet the budget gets the top of the grid and is reported.
 """
 
@@ -126,7 +127,7 @@ def tune_on_runs(runs: Sequence[StreamRun], labels: Sequence[str], background: s
     settings = ListenSettings(
         window_frames=None, hop_frames=None, thresholds=best["thresholds"], off_ratio=off_ratio,
         smooth=int(best["smooth"]), min_duration=0.0, background=background,
-        chosen_on=(f"tuning soundscape: {sum(len(r.soundscape.events) for r in runs)} training-split events "
+        chosen_on=(f"tuning soundscape: {sum(len(r.soundscape.events) for r in runs)} tuning events "
                    f"at 10 dB SNR, quiet {hours}; budget {budget} false alarms per hour"))
     return settings, {**best, "quiet_hours": quiet_hours, "allowed_false_alarms": allowed}
 
@@ -150,7 +151,7 @@ def choose_listen_settings(model: Any, meta: dict[str, Any], data: str, seed: in
                                    per_label=per_label)
     if log:
         log(f"choosing thresholds on a {soundscape.duration / 60:.1f}-minute tuning soundscape "
-            f"({len(soundscape.events)} training-split events, quiet {soundscape.quiet_seconds()})")
+            f"({len(soundscape.events)} {'validation' if record.val_fraction else 'training-split'} events, quiet {soundscape.quiet_seconds()})")
     backend = TorchBackend(model, meta)
     run = listen_to(soundscape, backend, keep_scores=True, threshold=1.0, smooth=1)
     settings, report = tune_on_runs([run], record.labels, record.background_label)
