@@ -7,7 +7,11 @@ Every step is the public CLI a user would type, run as a subprocess; the report 
 the files they write (model histories, ``--json`` outputs). Steps whose outputs exist are reused,
 and an interrupted training resumes, so a second run is quick.
 
-    python scripts/main_job.py [--out runs/main] [--fresh]
+The deployed precision (used for the event-free check and the stream evaluation) is the faster
+of fp32 and int8 as measured by the two listen runs (median inference time per window, same
+process conditions, same stream); the report says which and by how much.
+
+    python scripts/main_job.py [--out runs/main] [--seed 0] [--fresh]
 """
 
 from __future__ import annotations
@@ -143,6 +147,14 @@ def plot_timeline(path: Path, segments, runs: dict[str, dict[str, Any]], labels:
     plt.close(fig)
 
 
+def faster_precision(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    """The precision whose listen run had the lower median inference time per window, and the
+    medians (ms) it was chosen on. Ties go to fp32 (no quantisation loss for no gain)."""
+    p50 = {name: float(run["summary"]["latency_ms"]["inference"]["p50"]) for name, run in runs.items()}
+    best = min(p50, key=lambda name: (p50[name], name != "fp32"))
+    return best, p50
+
+
 def size(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:.2f} MB" if path.exists() else "–"
 
@@ -150,6 +162,7 @@ def size(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "main", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of training and fine-tuning")
     parser.add_argument("--fresh", action="store_true", help="start over (delete the output folder first)")
     args = parser.parse_args()
     out: Path = args.out.resolve()
@@ -161,15 +174,20 @@ def main() -> None:
     from qedge.checkpoint import read_meta
 
     base, pruned = out / "baseline.qedge", out / "pruned.qedge"
+    if base.exists():
+        trained_seed = train_record(read_meta(base), "train").get("train_config", {}).get("seed", 0)
+        if int(trained_seed) != args.seed:
+            sys.exit(f"main job: {base} was trained with seed {trained_seed}, not {args.seed}: "
+                     "use another --out or --fresh")
     done = base.exists() and train_record(read_meta(base), "train").get("completed")
     if not done:
         resume = ["--resume"] if (out / "baseline.qedge.resume").exists() else []
         step("train a QCNN on ESC-10 (folds 1-3; fold 4 held out)",
-             ["train", "--data", "esc10", "--out", str(base), *resume])
+             ["train", "--data", "esc10", "--out", str(base), "--seed", str(args.seed), *resume])
     if not pruned.exists():
         step("compress: opnorm filter pruning, p = 0.5 on the later blocks, fine-tune (recipe: 40 epochs)",
              ["compress", str(base), "--data", "esc10", "--method", "opnorm", "--ratio", "0.5",
-              "--out", str(pruned), "--report-dir", str(out / "compress")])
+              "--seed", str(args.seed), "--out", str(pruned), "--report-dir", str(out / "compress")])
     evaluation = last_json(step("evaluate the pruned model on the held-out fold",
                                 ["evaluate", str(pruned), "--data", "esc10", "--json",
                                  "--plot", str(out / "pruned-confusion.png")], capture=True))
@@ -185,10 +203,15 @@ def main() -> None:
     runs = {"fp32": listen(out / "pruned.onnx", wav, segments),
             "int8": listen(out / "pruned.int8.onnx", wav, segments)}
     plot_timeline(out / "listen-timeline.png", segments, runs, list(meta_p["labels"]))
-    quiet = {name: tags_on(out / "pruned.onnx", wav) for name, wav in event_free_inputs(out, sample_rate).items()}
-    stream = last_json(step("stream evaluation: held-out soundscape (events at 10 dB SNR on noise/speech beds, "
-                            "quiet silence/noise/speech) through the listen loop, scored with sed_eval",
-                            ["evaluate", str(out / "pruned.onnx"), "--data", "esc10", "--stream", "--json",
+    precision, p50 = faster_precision(runs)
+    deployed = out / ("pruned.int8.onnx" if precision == "int8" else "pruned.onnx")
+    print(f"\n==> deploying {precision} ({deployed.name}): median inference per window "
+          f"fp32 {p50['fp32']:.2f} ms, int8 {p50['int8']:.2f} ms on this machine", flush=True)
+    quiet = {name: tags_on(deployed, wav) for name, wav in event_free_inputs(out, sample_rate).items()}
+    stream = last_json(step(f"stream evaluation of the deployed {precision} model: held-out soundscape (events at "
+                            "10 dB SNR on noise/speech beds, quiet silence/noise/speech) through the listen loop, "
+                            "scored with sed_eval",
+                            ["evaluate", str(deployed), "--data", "esc10", "--stream", "--json",
                              "--plot", str(out / "stream-timeline.png")], capture=True))
 
     tr, cp = train_record(meta_b, "train"), train_record(meta_p, "compress")
@@ -210,6 +233,8 @@ def main() -> None:
                           **{k: r["summary"][k] for k in ("windows", "window_s", "hop_s", "latency_ms",
                                                           "real_time_factor", "gmacs_per_s", "macs_per_window")}}
                    for name, r in runs.items()},
+        "seed": args.seed,
+        "deployed": {"precision": precision, "model": deployed.name, "inference_p50_ms": p50},
         "event_free": quiet,
         "stream": {k: stream.get(k) for k in ("segment_f1", "event_f1", "event_recall", "onset_latency_s",
                                                "false_alarms", "window_s", "hop_s", "soundscape_seconds", "seed")},
@@ -236,7 +261,7 @@ def print_report(r: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     b, p, lf, li = r["baseline"], r["pruned"], r["listen"]["fp32"], r["listen"]["int8"]
-    t = Table(title="qedge main job — ESC-10 (train folds 1–3, test fold 4), CPU", title_justify="left")
+    t = Table(title=f"qedge main job — ESC-10 (train folds 1–3, test fold 4), CPU, seed {r['seed']}", title_justify="left")
     for col in ("", "baseline", "pruned fp32", "pruned int8"):
         t.add_column(col, justify="right" if col else "left")
     t.add_row("model", f"{b['arch']} ×{b['width']}", "opnorm p=0.5, fine-tuned", "QDQ, per-channel")
@@ -269,6 +294,10 @@ def print_report(r: dict[str, Any], out: Path) -> None:
     console.print(t)
     console.print(f"windows of {lf['window_s']:.2f} s every {lf['hop_s']:.2f} s; fine-tuning took "
                   f"{p['finetune_seconds']} s, training {b['train_seconds']} s; whole job {r['wall_seconds']} s")
+    d = r["deployed"]
+    console.print(f"deployed: {d['precision']} ({d['model']}), the faster here: median inference per window "
+                  f"fp32 {d['inference_p50_ms']['fp32']:.2f} ms, int8 {d['inference_p50_ms']['int8']:.2f} ms; "
+                  "the event-free and stream rows are this model's")
     console.print("plots: " + ", ".join(r["plots"]))
     console.print(f"report: {out / 'report.json'}")
 
