@@ -17,6 +17,12 @@ CPU pinning cannot leak between them):
   i  clipping  training with vs without spectral-norm clipping (accuracy, σ_max, Lipschitz bound)
   j  stream    live tagging on held-out soundscapes: sed_eval F1, recall, onset latency, false alarms/h
 
+Studies that train models for tens of minutes to hours run on their own, each with its cached models
+and its own results file: ``benchmarks.heads`` (open-set output head), ``benchmarks.mainjob`` (the main
+job over seeds), ``benchmarks.papers`` (pruning criteria × ratio, prune + fine-tune vs KD),
+``benchmarks.archs`` (QCNN vs MCCNN vs CNN at matched MACs / parameters) and ``benchmarks.repeat``
+(which conditions make a training figure repeat exactly).
+
 Every figure is a median of repeated runs with warm-up excluded, every comparison a ratio of two
 figures measured in the same run on the same machine. After the sections run, EVERY result file in
 the results folder is aggregated (:mod:`benchmarks.report`) into ``<results>/<machine>.json`` and

@@ -33,7 +33,7 @@ from torch import nn
 
 from qedge.nn import QuaternionConv2d, QuaternionLinear
 
-__all__ = ["LayerProfile", "Profile", "profile", "layer_macs", "count_params"]
+__all__ = ["LayerProfile", "Profile", "profile", "layer_macs", "count_params", "width_for_budget"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, QuaternionConv2d)
 _LINEAR = (nn.Linear, QuaternionLinear)
@@ -157,3 +157,35 @@ def _forward_meta(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     x = torch.zeros(input_shape, device="meta", dtype=dtype)
     with torch.no_grad():
         functional_call(model, tensors, (x,), strict=False, tie_weights=False)
+
+
+def width_for_budget(arch: str, budget: int, input_shape: tuple[int, ...], num_classes: int, *,
+                     measure: str = "macs", n_mels: int | None = None, tolerance: float = 0.02) -> float:
+    """Width multiplier of ``arch`` whose ``measure`` (``"macs"`` at ``input_shape``, or
+    ``"params"``) is the largest not above ``budget`` · (1 + ``tolerance``), by bisection (both
+    grow monotonically, ~quadratically, with width; models are built on the ``meta`` device).
+    Sizes a KD student to a pruned model's MACs, or a real CNN to a quaternion one's MACs or
+    parameters. Rounded down to 4 decimals."""
+    import math
+
+    from qedge.models import build
+
+    if measure not in ("macs", "params"):
+        raise ValueError(f"measure must be 'macs' or 'params', got {measure!r}")
+    kwargs: dict[str, Any] = {} if n_mels is None else {"n_mels": int(n_mels)}
+
+    def size(width: float) -> int:
+        with torch.device("meta"):
+            model = build(arch, num_classes, width=width, **kwargs)
+        return profile(model, input_shape).macs if measure == "macs" else count_params(model)
+
+    lo, hi = 1e-3, 1.0
+    while size(hi) < budget and hi < 64:
+        hi *= 2
+    for _ in range(10):
+        mid = 0.5 * (lo + hi)
+        if size(mid) <= budget * (1 + tolerance):
+            lo = mid
+        else:
+            hi = mid
+    return math.floor(lo * 1e4) / 1e4

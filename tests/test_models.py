@@ -26,7 +26,8 @@ def _convs(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def test_registry_names() -> None:
-    assert set(NAMES) == {"cnn6", "cnn10", "cnn14", "resnet38", "qcnn6", "qcnn10", "qcnn14", "qresnet38", "mccnn14"}
+    assert set(NAMES) == {"cnn6", "cnn10", "cnn14", "resnet38", "qcnn6", "qcnn10", "qcnn14", "qresnet38", "mccnn6",
+                          "mccnn10", "mccnn14"}
     assert is_quaternion("qcnn14") and not is_quaternion("cnn14") and not is_quaternion("mccnn14")
 
 
@@ -35,6 +36,7 @@ def test_parameter_pins_cnn14_family() -> None:
     assert _meta_params("qcnn14") == 21_012_431
     # MCCNN14: only the first conv reads 3 more input channels (3 × 64 × 3 × 3 weights).
     assert _meta_params("mccnn14") == 80_753_615 + 3 * 64 * 9
+    assert _meta_params("mccnn6") == _meta_params("cnn6") + 3 * 64 * 5 * 5  # CNN6's first conv is 5 × 5
 
 
 def test_parameter_pins_resnet38_family() -> None:

@@ -15,7 +15,6 @@ task loss + KD from the unpruned teacher (:func:`student_width_for_macs`, :func:
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,29 +31,12 @@ __all__ = ["kd_loss", "student_width_for_macs", "train_kd_student"]  # kd_loss l
 
 def student_width_for_macs(arch: str, target_macs: int, input_shape: tuple[int, ...],
                            num_classes: int, n_mels: int | None = None, tolerance: float = 0.02) -> float:
-    """Width multiplier of ``arch`` whose MACs (:func:`qedge.profile.profile` at ``input_shape``)
-    are closest to ``target_macs`` without exceeding it by more than ``tolerance`` (bisection;
-    MACs grow ~quadratically with width; models are built on the ``meta`` device)."""
-    from qedge.models import build
-    from qedge.profile import profile
+    """Width multiplier of ``arch`` whose MACs at ``input_shape`` are closest to ``target_macs``
+    without exceeding it by more than ``tolerance`` (:func:`qedge.profile.width_for_budget`)."""
+    from qedge.profile import width_for_budget
 
-    kwargs: dict[str, Any] = {} if n_mels is None else {"n_mels": int(n_mels)}
-
-    def macs(width: float) -> int:
-        with torch.device("meta"):
-            model = build(arch, num_classes, width=width, **kwargs)
-        return profile(model, input_shape).macs
-
-    lo, hi = 1e-3, 1.0
-    while macs(hi) < target_macs and hi < 64:
-        hi *= 2
-    for _ in range(10):
-        mid = 0.5 * (lo + hi)
-        if macs(mid) <= target_macs * (1 + tolerance):
-            lo = mid
-        else:
-            hi = mid
-    return math.floor(lo * 1e4) / 1e4
+    return width_for_budget(arch, target_macs, input_shape, num_classes, measure="macs", n_mels=n_mels,
+                            tolerance=tolerance)
 
 
 def train_kd_student(teacher: "nn.Module", train_set: Any, eval_set: Any, config: Any, *, task: str,

@@ -32,6 +32,8 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "qcnn10": (Cnn10, {"quaternion": True}),
     "qcnn14": (Cnn14, {"quaternion": True}),
     "qresnet38": (ResNet38, {"quaternion": True}),
+    "mccnn6": (Cnn6, {"quaternion": False, "in_components": 4}),
+    "mccnn10": (Cnn10, {"quaternion": False, "in_components": 4}),
     "mccnn14": (Cnn14, {"quaternion": False, "in_components": 4}),
 }
 
