@@ -66,7 +66,8 @@ def seed_row(seed: int, folder: Path, report: dict[str, Any]) -> dict[str, Any]:
     trained = train_record(read_meta(folder / "baseline.qedge"))
     return {
         "seed": seed, "baseline": b["accuracy"], "baseline_val": trained.get("val_accuracy"),
-        "baseline_epoch": trained.get("best_epoch"), "after_pruning": p["accuracy_before_finetune"],
+        "baseline_epoch": trained.get("best_epoch"), "baseline_epochs": trained.get("epochs_run"),
+        "after_pruning": p["accuracy_before_finetune"],
         "pruned": p["accuracy"], "int8": p["int8_accuracy"],
         "listen_fp32": listen["fp32"]["window_accuracy"], "listen_int8": listen["int8"]["window_accuracy"],
         "deployed": report.get("deployed", {}).get("precision"),
@@ -115,7 +116,7 @@ def markdown(result: dict[str, Any]) -> str:
               f"int8 {s['deployed']['int8']}× — "
               + "; ".join(f"seed {r['seed']}: fp32 {r['inference_p50_ms']['fp32']:.2f} ms, int8 "
                           f"{r['inference_p50_ms']['int8']:.2f} ms" for r in rows if r["inference_p50_ms"]),
-              "- baseline epoch kept (of 30): " + ", ".join(str(r["baseline_epoch"]) for r in rows),
+              "- baseline epoch kept: " + ", ".join(f"{r['baseline_epoch']} of {r['baseline_epochs']}" for r in rows),
               "- job wall time: " + ", ".join(f"{r['seconds']['job']:.0f} s" for r in rows),
               "", f"![main job over seeds]({result['png']})", ""]
     return "\n".join(lines)
