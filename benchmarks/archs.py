@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine, results_dir, write_result
+from benchmarks.common import publish_study
 from benchmarks.stream import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,16 +139,8 @@ def main() -> None:
                       "macs": rows[0]["macs"], "accuracy": mean_sd([r["accuracy"] for r in rows]),
                       "seconds": mean_sd([r["seconds"] for r in rows])}
                for name, rows in per_seed.items()}
-    info = machine()
-    result = {"seeds": seeds, "data": "esc10", "open_set": False, "per_seed": per_seed, "summary": summary,
-              "png": f"archs-{info['slug']}.png"}
-    path = write_result("archs", result)
-    result["machine"] = info
-    plot(result, results_dir() / result["png"])
-    md = results_dir() / f"archs-{info['slug']}.md"
-    md.write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {path}, {md}, {results_dir() / result['png']}")
+    publish_study("archs", {"seeds": seeds, "data": "esc10", "open_set": False, "per_seed": per_seed,
+                            "summary": summary}, plot, markdown)
 
 
 if __name__ == "__main__":

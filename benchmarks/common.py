@@ -102,6 +102,25 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def publish_study(name: str, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], Any],
+                  markdown: Callable[[dict[str, Any]], str]) -> dict[str, Path]:
+    """Write a study's ``<name>-<machine>.json`` (:func:`write_result`), its plot ``.png`` (the
+    result names it under ``png``) and its ``.md``; print the Markdown. ``result`` gains
+    ``png`` and ``machine``. Returns the three paths."""
+    info = machine()
+    result["png"] = f"{name}-{info['slug']}.png"
+    paths = {"json": write_result(name, result)}
+    result["machine"] = info
+    paths["png"] = results_dir() / result["png"]
+    plot(result, paths["png"])
+    paths["md"] = results_dir() / f"{name}-{info['slug']}.md"
+    text = markdown(result)
+    paths["md"].write_text(text)
+    print(text)
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return paths
+
+
 #: (channels, frames, mels) of the dense 3×3 convolutions (C→C, padding 1, batch 1) whose best
 #: throughput is taken as the machine's ceiling: the shape classes QCNN blocks 2–5 run.
 CEILING_SHAPES = ((64, 200, 32), (128, 100, 32), (256, 50, 16))

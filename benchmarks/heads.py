@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine, results_dir, write_result
+from benchmarks.common import publish_study
 from benchmarks.stream import fmt_mean_sd, mean_sd, pool_false_alarms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,17 +163,9 @@ def main() -> None:
             print(f"{head} seed {seed}: top-1 {row['clip_accuracy']:.3f}, segment F1 {row['segment_f1']:.3f}, "
                   f"event F1 {row['event_f1']:.3f}, recall {row['event_recall']:.3f}, false alarms "
                   + ", ".join(f"{k} {v['count']}" for k, v in row["false_alarms"].items()))
-    info = machine()
     result = {"seeds": seeds, "soundscape_seed": args.soundscape_seed, "quiet_seconds_per_kind": 60.0 * args.quiet_minutes,
-              "per_seed": per_seed, "summary": {h: summarise(per_seed[h]) for h in HEADS},
-              "png": f"heads-{info['slug']}.png"}
-    path = write_result("heads", result)
-    result["machine"] = info
-    plot(result, results_dir() / result["png"])
-    md = results_dir() / f"heads-{info['slug']}.md"
-    md.write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {path}, {md}, {results_dir() / result['png']}")
+              "per_seed": per_seed, "summary": {h: summarise(per_seed[h]) for h in HEADS}}
+    publish_study("heads", result, plot, markdown)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine, results_dir, write_result
+from benchmarks.common import publish_study
 from benchmarks.stream import fmt_mean_sd, mean_sd, pool_false_alarms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,15 +164,7 @@ def main() -> None:
         rows.append(seed_row(seed, folder, run_seed(seed, folder)))
         print(f"seed {seed}: baseline {rows[-1]['baseline']:.3f}, pruned {rows[-1]['pruned']:.3f}, "
               f"int8 {rows[-1]['int8']:.3f}, stream segment F1 {rows[-1]['segment_f1']:.3f}", flush=True)
-    info = machine()
-    result = {"seeds": seeds, "per_seed": rows, "summary": summarise(rows), "png": f"mainjob-{info['slug']}.png"}
-    path = write_result("mainjob", result)
-    result["machine"] = info
-    plot(result, results_dir() / result["png"])
-    md = results_dir() / f"mainjob-{info['slug']}.md"
-    md.write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {path}, {md}, {results_dir() / result['png']}")
+    publish_study("mainjob", {"seeds": seeds, "per_seed": rows, "summary": summarise(rows)}, plot, markdown)
 
 
 if __name__ == "__main__":

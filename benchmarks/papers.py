@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.common import machine, results_dir, write_result
+from benchmarks.common import publish_study
 from benchmarks.stream import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,17 +257,10 @@ def main() -> None:
         return
     if len(seeds) < 2:
         raise SystemExit("benchmarks.papers: give at least two seeds for mean ± sd")
-    info = machine()
     result = {"seeds": seeds, "criteria": criteria, "ratios": ratios, "finetune_epochs": args.finetune_epochs,
               "kd_epochs": args.kd_epochs, "threads": args.threads, "per_seed": per_seed,
-              "summary": summarise(per_seed), "png": f"papers-{info['slug']}.png"}
-    path = write_result("papers", result)
-    result["machine"] = info
-    plot(result, results_dir() / result["png"])
-    md = results_dir() / f"papers-{info['slug']}.md"
-    md.write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {path}, {md}, {results_dir() / result['png']}")
+              "summary": summarise(per_seed)}
+    publish_study("papers", result, plot, markdown)
 
 
 if __name__ == "__main__":
