@@ -9,7 +9,8 @@ and an interrupted training resumes, so a second run is quick.
 
 The deployed precision (used for the event-free check and the stream evaluation) is the faster
 of fp32 and int8 as measured by the two listen runs (median inference time per window, same
-process conditions, same stream); the report says which and by how much.
+stream; int8 must win by more than 5 %, the noise between two such runs); the report says which
+and by how much.
 
     python scripts/main_job.py [--out runs/main] [--seed 0] [--fresh]
 """
@@ -147,12 +148,17 @@ def plot_timeline(path: Path, segments, runs: dict[str, dict[str, Any]], labels:
     plt.close(fig)
 
 
+#: int8 is deployed only when its median inference time per window is at least this much lower
+#: than fp32's: two back-to-back listen runs of the same model differ by up to ~4 % on the 2-core
+#: machine, so a smaller gap is noise, and fp32 costs no quantisation error.
+INT8_MARGIN = 0.05
+
+
 def faster_precision(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, float]]:
-    """The precision whose listen run had the lower median inference time per window, and the
-    medians (ms) it was chosen on. Ties go to fp32 (no quantisation loss for no gain)."""
+    """``int8`` when its listen run's median inference time per window is more than
+    :data:`INT8_MARGIN` below fp32's, else ``fp32``; and the medians (ms) it was chosen on."""
     p50 = {name: float(run["summary"]["latency_ms"]["inference"]["p50"]) for name, run in runs.items()}
-    best = min(p50, key=lambda name: (p50[name], name != "fp32"))
-    return best, p50
+    return ("int8" if p50["int8"] < (1.0 - INT8_MARGIN) * p50["fp32"] else "fp32"), p50
 
 
 def size(path: Path) -> str:
@@ -295,7 +301,7 @@ def print_report(r: dict[str, Any], out: Path) -> None:
     console.print(f"windows of {lf['window_s']:.2f} s every {lf['hop_s']:.2f} s; fine-tuning took "
                   f"{p['finetune_seconds']} s, training {b['train_seconds']} s; whole job {r['wall_seconds']} s")
     d = r["deployed"]
-    console.print(f"deployed: {d['precision']} ({d['model']}), the faster here: median inference per window "
+    console.print(f"deployed: {d['precision']} ({d['model']}; int8 only when > 5 % faster): median inference per window "
                   f"fp32 {d['inference_p50_ms']['fp32']:.2f} ms, int8 {d['inference_p50_ms']['int8']:.2f} ms; "
                   "the event-free and stream rows are this model's")
     console.print("plots: " + ", ".join(r["plots"]))
