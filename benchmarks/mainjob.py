@@ -112,12 +112,15 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"- stream false alarms, pooled over seeds: {fa}",
               "- tags on 20 s of silence / noise / speech with the model's defaults, summed over seeds: "
               + " / ".join(str(s["event_free_tags"][k]) for k in ("silence", "noise", "speech")),
-              f"- deployed precision (the faster in the job's two listen runs): fp32 {s['deployed']['fp32']}×, "
+              f"- deployed precision (int8 only when > 5 % faster in the job's two listen runs): fp32 {s['deployed']['fp32']}×, "
               f"int8 {s['deployed']['int8']}× — "
               + "; ".join(f"seed {r['seed']}: fp32 {r['inference_p50_ms']['fp32']:.2f} ms, int8 "
                           f"{r['inference_p50_ms']['int8']:.2f} ms" for r in rows if r["inference_p50_ms"]),
               "- baseline epoch kept: " + ", ".join(f"{r['baseline_epoch']} of {r['baseline_epochs']}" for r in rows),
-              "- job wall time: " + ", ".join(f"{r['seconds']['job']:.0f} s" for r in rows),
+              "- training / fine-tuning time: " + ", ".join(f"{r['seconds']['train']:.0f} / {r['seconds']['finetune']:.0f} s"
+                                                            for r in rows)
+              + "; wall time of each seed's last job run (a run that reuses the trained models takes under a minute): "
+              + ", ".join(f"{r['seconds']['job']:.0f} s" for r in rows),
               "", f"![main job over seeds]({result['png']})", ""]
     return "\n".join(lines)
 
