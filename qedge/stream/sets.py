@@ -4,9 +4,10 @@
 (:meth:`qedge.meta.ModelRecord.test_split`), beds and quiet speech from the bundled FSDD speakers
 of ``SPEECH_SPEAKERS["test"]``. ``use="tune"`` (choosing thresholds after training): the
 validation clips the model's epochs were chosen on (:meth:`qedge.meta.ModelRecord.fit_split`; a
-model trained without a validation split: its training clips), speech of ``SPEECH_SPEAKERS["tune"]``. Neither speaker set is one the
-model trained on (``SPEECH_SPEAKERS["train"]``); generated silence and noise come from seeds.
-For a model that classifies speech (FSDD) there is no speech background.
+model trained without a validation split: its training clips), speech of
+``SPEECH_SPEAKERS["tune"]``. Neither speaker set is one the model trained on
+(``SPEECH_SPEAKERS["train"]``); generated silence and noise come from seeds. For a model that
+classifies speech (FSDD) there is no speech background.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Post-processing chosen on data: per-label thresholds and smoothing that meet a false-alarm budget.
 
 The listen loop runs once over a tuning soundscape (:func:`qedge.stream.sets.stream_soundscape`
-``use="tune"``: validation clips (training clips for a model without a validation split) on beds, quiet stretches of silence, noise and speech from speakers
-the model never heard) and keeps every window's raw scores. Then, for each smoothing length n
-(moving average over n windows, as :class:`~qedge.runtime.listen.MovingAverage`) and each label c,
-every threshold θ of a grid is tried:
+``use="tune"``: validation clips — training clips for a model without a validation split — on
+beds, quiet stretches of silence, noise and speech from speakers the model never heard) and
+keeps every window's raw scores. Then, for each smoothing length n (moving average over n
+windows, as :class:`~qedge.runtime.listen.MovingAverage`) and each label c, every threshold θ of
+a grid is tried:
 
 - **false alarms**: the hysteresis events (:class:`~qedge.runtime.events.EventDetector`, on at θ,
   off below ``off_ratio``·θ) of label c active in a quiet stretch, per kind, counted by
@@ -151,7 +152,8 @@ def choose_listen_settings(model: Any, meta: dict[str, Any], data: str, seed: in
                                    per_label=per_label)
     if log:
         log(f"choosing thresholds on a {soundscape.duration / 60:.1f}-minute tuning soundscape "
-            f"({len(soundscape.events)} {'validation' if record.val_fraction else 'training-split'} events, quiet {soundscape.quiet_seconds()})")
+            f"({len(soundscape.events)} {'validation' if record.val_fraction else 'training-split'} events, "
+            f"quiet {soundscape.quiet_seconds()})")
     backend = TorchBackend(model, meta)
     run = listen_to(soundscape, backend, keep_scores=True, threshold=1.0, smooth=1)
     settings, report = tune_on_runs([run], record.labels, record.background_label)
