@@ -10,7 +10,8 @@ comparison is of classifiers only; epochs chosen on the validation fifth of fold
 once on fold 4 (80 clips). Models are cached under ``runs/archs/``; results go to
 ``benchmarks/results/archs-<machine>.json`` / ``.md`` / ``.png``.
 
-    .venv/bin/python -m benchmarks.archs [--seeds 0,1,2]     (about 2 min per model on 2 cores)
+    .venv/bin/python -m benchmarks.archs [--seeds 0,1,2]     (2–4 min per model at one thread; split a run
+        over two processes with --only, then rerun without it to aggregate the cached models)
 """
 
 from __future__ import annotations
