@@ -80,8 +80,8 @@ def seed_runs(seed: int, teacher_path: Path, cache: Path, criteria: Sequence[str
     crop = tuple(datasets.train[0][0].shape)
     samples = len(datasets.train)
     overrides = finetune_config("esc10", None, None, None, seed)
-    base = {"name": "unpruned", "macs": profile(teacher, datasets.input_shape).macs,
-            "params": profile(teacher, datasets.input_shape).params,
+    teacher_prof = profile(teacher, datasets.input_shape)
+    base = {"name": "unpruned", "macs": teacher_prof.macs, "params": teacher_prof.params,
             "metric": evaluate_metric(teacher, datasets.test, datasets.task)}
     teacher_train_macs = _training_macs(teacher, crop)
 

@@ -182,12 +182,12 @@ def main() -> None:
     from qedge.checkpoint import read_meta
 
     base, pruned = out / "baseline.qedge", out / "pruned.qedge"
-    if base.exists():
-        trained_seed = train_record(read_meta(base), "train").get("train_config", {}).get("seed", 0)
-        if int(trained_seed) != args.seed:
-            sys.exit(f"main job: {base} was trained with seed {trained_seed}, not {args.seed}: "
-                     "use another --out or --fresh")
-    done = base.exists() and train_record(read_meta(base), "train").get("completed")
+    trained = train_record(read_meta(base), "train") if base.exists() else {}
+    trained_seed = int(trained.get("train_config", {}).get("seed", 0))
+    if trained and trained_seed != args.seed:
+        sys.exit(f"main job: {base} was trained with seed {trained_seed}, not {args.seed}: "
+                 "use another --out or --fresh")
+    done = bool(trained.get("completed"))
     if not done:
         resume = ["--resume"] if (out / "baseline.qedge.resume").exists() else []
         step("train a QCNN on ESC-10 (folds 1-3; fold 4 held out)",
