@@ -102,6 +102,19 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def cached_json(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON at ``path``, or ``make()`` written there atomically (a study's per-run cache, so an
+    interrupted study continues where it stopped)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    row = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=1))
+    tmp.replace(path)
+    return row
+
+
 def publish_study(name: str, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], Any],
                   markdown: Callable[[dict[str, Any]], str]) -> dict[str, Path]:
     """Write a study's ``<name>-<machine>.json`` (:func:`write_result`), its plot ``.png`` (the

@@ -18,19 +18,29 @@ clips and is scored once on the 80 held-out clips. Runs are cached one JSON per 
 ``runs/papers/seed-S/`` (an interrupted sweep continues). Results, per seed and mean ± sd:
 ``benchmarks/results/papers-<machine>.json`` / ``.md`` / ``.png``.
 
+With ``--data fsdd`` comparison 1 runs on FSDD leave-one-speaker-out instead: the teachers are
+``scripts/fsdd_speakers.py``'s models (one per held-out speaker, epochs chosen without that
+speaker), each pruned and fine-tuned (the recipe's 10 epochs by default, seed = the first of
+``--seeds``) and scored on its held-out speaker; mean ± sd over the speakers, cached under
+``runs/papers/fsdd/``, results in ``papers-fsdd-<machine>.*``. A run with other than 10 fine-tune
+epochs publishes as ``papers[-fsdd]-ftE-<machine>.*`` (``--finetune-epochs 40 --criteria opnorm
+--ratios 0.5 --kd-epochs 0``: the main job's 40 fine-tune epochs with their unpruned reference).
+
     .venv/bin/python -m benchmarks.papers [--seeds 0,1,2] [--finetune-epochs 10] [--kd-epochs 30] \\
         [--threads 1]     (about 20 min per seed on one core)
+    .venv/bin/python -m benchmarks.papers --data fsdd [--speakers george,theo] [--only-seed]
+        (about 20 min per speaker on one core; split the speakers over processes with --only-seed,
+        then rerun without it to aggregate)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.common import publish_study
+from benchmarks.common import cached_json, publish_study
 from benchmarks.stream import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,60 +54,64 @@ def _training_macs(model: Any, crop_shape: tuple[int, ...]) -> int:
     return int(profile(model, (1, *crop_shape)).macs)
 
 
-def _cached(path: Path, make: Any) -> dict[str, Any]:
-    if path.exists():
-        return json.loads(path.read_text())
-    row = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row, indent=1))
-    tmp.replace(path)
-    return row
-
-
 def _best_val(history: Sequence[dict[str, Any]]) -> float | None:
     vals = [h["accuracy"] for h in history if h.get("accuracy") is not None]
     return max(vals) if vals else None
 
 
+def prune_and_finetune(teacher: Any, meta: dict[str, Any], datasets: Any, method: str, ratio: float,
+                       finetune_epochs: int, seed: int, data: str = "esc10") -> dict[str, Any]:
+    """Prune ``teacher`` (later blocks, ``method`` at ``ratio``; 0 = unpruned) and fine-tune it for
+    ``finetune_epochs`` with the dataset recipe's fine-tuning settings and ``seed``, epoch chosen on
+    the validation clips: :func:`qedge.compress.pipeline.run_one`'s row plus the best validation
+    accuracy, the kept epoch and the training MACs spent (3 × MACs per crop per sample)."""
+    from qedge.compress.pipeline import CompressSettings, run_one
+    from qedge.compress.run import finetune_config
+
+    crop = tuple(datasets.train[0][0].shape)
+    settings = CompressSettings(method=method, ratio=ratio, finetune_epochs=finetune_epochs,
+                                train=finetune_config(data, None, None, None, seed))
+    pruned, row, entry = run_one(teacher, meta, datasets, settings, baseline_metric=None,
+                                 device="cpu", progress=False, log=print)
+    step_macs = 3 * _training_macs(pruned, crop)
+    return {**row, "val_metric": _best_val(entry["epochs"]), "best_epoch": _kept_epoch(entry["epochs"]),
+            "train_macs": step_macs * len(datasets.train) * finetune_epochs}
+
+
 def seed_runs(seed: int, teacher_path: Path, cache: Path, criteria: Sequence[str], ratios: Sequence[float],
-              finetune_epochs: int, kd_epochs: int) -> dict[str, Any]:
+              finetune_epochs: int, kd_epochs: int, data: str = "esc10") -> dict[str, Any]:
     """Every run of one seed (cached): the unpruned reference, the criteria grid, the KD student."""
     import torch
 
     from qedge.checkpoint import load
     from qedge.compress.distill import train_kd_student
-    from qedge.compress.pipeline import CompressSettings, evaluate_metric, load_datasets, run_one
+    from qedge.compress.pipeline import evaluate_metric, load_datasets
     from qedge.compress.run import finetune_config
     from qedge.fit import TrainConfig
     from qedge.profile import profile
 
     if not teacher_path.exists():
-        raise SystemExit(f"benchmarks.papers: no teacher {teacher_path}; run python -m benchmarks.mainjob first")
+        raise SystemExit(f"benchmarks.papers: no teacher {teacher_path}; run python -m benchmarks.mainjob "
+                         "(esc10) or python scripts/fsdd_speakers.py (fsdd) first")
     teacher, meta = load(teacher_path)
     teacher.eval()
-    datasets = load_datasets("esc10", None, meta)
+    datasets = load_datasets(data, None, meta)
     crop = tuple(datasets.train[0][0].shape)
     samples = len(datasets.train)
-    overrides = finetune_config("esc10", None, None, None, seed)
+    overrides = finetune_config(data, None, None, None, seed)
     teacher_prof = profile(teacher, datasets.input_shape)
     base = {"name": "unpruned", "macs": teacher_prof.macs, "params": teacher_prof.params,
             "metric": evaluate_metric(teacher, datasets.test, datasets.task)}
     teacher_train_macs = _training_macs(teacher, crop)
 
     def one(method: str, ratio: float) -> dict[str, Any]:
-        settings = CompressSettings(method=method, ratio=ratio, finetune_epochs=finetune_epochs, train=overrides)
-        pruned, row, entry = run_one(teacher, meta, datasets, settings, baseline_metric=base["metric"],
-                                     device="cpu", progress=False, log=print)
-        step_macs = 3 * _training_macs(pruned, crop)
-        return {**row, "val_metric": _best_val(entry["epochs"]), "best_epoch": _kept_epoch(entry["epochs"]),
-                "train_macs": step_macs * samples * finetune_epochs}
+        return prune_and_finetune(teacher, meta, datasets, method, ratio, finetune_epochs, seed, data)
 
-    rows = {"unpruned-ft": _cached(cache / "unpruned-ft.json", lambda: {**one("opnorm", 0.0), "name": "unpruned-ft"})}
+    rows = {"unpruned-ft": cached_json(cache / "unpruned-ft.json", lambda: {**one("opnorm", 0.0), "name": "unpruned-ft"})}
     for method in criteria:
         for ratio in ratios:
             name = f"{method}-p{ratio:g}"
-            rows[name] = _cached(cache / f"{name}.json", lambda m=method, r=ratio: one(m, r))
+            rows[name] = cached_json(cache / f"{name}.json", lambda m=method, r=ratio: one(m, r))
             print(f"seed {seed} {name}: {rows[name]['metric_before']:.3f} after pruning → {rows[name]['metric']:.3f} "
                   f"after fine-tuning ({rows[name]['macs'] / 1e6:.1f} MMACs)", flush=True)
 
@@ -119,7 +133,7 @@ def seed_runs(seed: int, teacher_path: Path, cache: Path, criteria: Sequence[str
                     "metric": evaluate_metric(student, datasets.test, datasets.task), "val_metric": _best_val(history),
                     "best_epoch": _kept_epoch(history), "epochs": kd_epochs, "seconds": round(seconds, 1),
                     "train_macs": (3 * _training_macs(student, crop) + teacher_train_macs) * samples * kd_epochs}
-        kd = _cached(cache / f"kd-{kd_epochs}.json", make_kd)
+        kd = cached_json(cache / f"kd-{kd_epochs}.json", make_kd)
         print(f"seed {seed} KD student: {kd['metric']:.3f} ({kd['macs'] / 1e6:.1f} MMACs, {kd['seconds']:.0f} s)")
     return {"seed": seed, "teacher": str(teacher_path.relative_to(ROOT)) if teacher_path.is_relative_to(ROOT)
             else str(teacher_path), "unpruned": base, "runs": rows, "kd": kd, "train_samples_per_epoch": samples}
@@ -156,17 +170,30 @@ def _pct(d: dict[str, Any]) -> str:
     return "–" if d["mean"] is None else f"{100 * d['mean']:.1f} ± {100 * d['sd']:.1f}"
 
 
+def _intro(result: dict[str, Any]) -> str:
+    s, e = result["summary"], result["finetune_epochs"]
+    teacher = f"held-out accuracy {_pct(s['unpruned']['metric'])} %"
+    if result.get("data") == "fsdd":
+        return (f"Teachers: the FSDD recipe trained once per held-out speaker (`scripts/fsdd_speakers.py`: "
+                f"{', '.join(result['units'])}; QCNN6 ×0.25, {s['unpruned']['macs'] / 1e6:.1f} MMACs per 1 s clip, "
+                f"{teacher}, epochs chosen without the held-out speaker). Each prunes its later blocks and fine-tunes "
+                f"{e} epochs (seed {result['seeds'][0]}), epoch chosen on the validation clips of the other speakers; "
+                "accuracy on the held-out speaker's 600 clips, mean ± sd over the held-out speakers (%).")
+    return (f"Teachers: the main job's baselines (seeds {result['seeds']}; open-set QCNN6 ×0.25, "
+            f"{s['unpruned']['macs'] / 1e6:.1f} MMACs per 5 s window, {teacher}). Each seed prunes its own teacher "
+            f"(later blocks) and fine-tunes {e} epochs with its own seed, epoch chosen on the validation clips; "
+            "accuracy on ESC-10 fold 4 (80 clips), mean ± sd over seeds (%).")
+
+
 def markdown(result: dict[str, Any]) -> str:
-    s, seeds = result["summary"], result["seeds"]
+    s = result["summary"]
     e = result["finetune_epochs"]
-    lines = [f"# The paper's compression comparisons on ESC-10 ({result['machine']['cpu']}, "
-             f"{result['threads']} thread(s))", "",
-             f"Teachers: the main job's baselines (seeds {seeds}; open-set QCNN6 ×0.25, {s['unpruned']['macs'] / 1e6:.1f} "
-             f"MMACs per 5 s window, held-out accuracy {_pct(s['unpruned']['metric'])} %). Each seed prunes its own "
-             f"teacher (later blocks) and fine-tunes {e} epochs with its own seed, epoch chosen on the validation clips; "
-             "accuracy on ESC-10 fold 4 (80 clips), mean ± sd over seeds (%).", "",
+    data = "FSDD, leave one speaker out" if result.get("data") == "fsdd" else "ESC-10"
+    per = "per held-out speaker" if result.get("data") == "fsdd" else "per seed"
+    lines = [f"# The paper's compression comparisons on {data} ({result['machine']['cpu']}, "
+             f"{result['threads']} thread(s))", "", _intro(result), "",
              "## 1. Criteria × ratio", "",
-             "| run | MMACs | params | after pruning | after fine-tuning | per seed |", "|---|---:|---:|---:|---:|---|"]
+             f"| run | MMACs | params | after pruning | after fine-tuning | {per} |", "|---|---:|---:|---:|---:|---|"]
     for name, r in s["runs"].items():
         per = ", ".join(f"{100 * p['runs'][name]['metric']:.1f}" for p in result["per_seed"])
         label = f"unpruned + {e} epochs" if name == "unpruned-ft" else name
@@ -208,9 +235,11 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.errorbar([ref["macs"]["mean"] / 1e6], [ref["metric"]["mean"]], yerr=[ref["metric"]["sd"]], marker="*", ms=12,
                 color="black", capsize=3, ls="none", label=f"unpruned + {result['finetune_epochs']} epochs")
     ax.axhline(s["unpruned"]["metric"]["mean"], color="0.5", lw=1, ls=":", label="teacher")
-    ax.set_xlabel("MMACs per 5 s window")
-    ax.set_ylabel("held-out accuracy (fold 4)")
-    ax.set_title(f"criteria × ratio, fine-tuned (mean ± sd, seeds {result['seeds']})")
+    fsdd = result.get("data") == "fsdd"
+    ax.set_xlabel("MMACs per 1 s clip" if fsdd else "MMACs per 5 s window")
+    ax.set_ylabel("held-out speaker accuracy" if fsdd else "held-out accuracy (fold 4)")
+    ax.set_title(f"FSDD criteria × ratio, fine-tuned (mean ± sd over {len(result['units'])} held-out speakers)"
+                 if fsdd else f"criteria × ratio, fine-tuned (mean ± sd, seeds {result['seeds']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if "kd" in s:
@@ -232,17 +261,23 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--data", choices=("esc10", "fsdd"), default="esc10",
+                        help="esc10: the main job's teachers over --seeds; fsdd: one teacher per held-out speaker")
+    parser.add_argument("--seeds", default="0,1,2", help="esc10: teacher and fine-tune seeds; fsdd: the first is "
+                        "the fine-tune seed")
+    parser.add_argument("--speakers", default="george,jackson,lucas,theo,yweweler", help="fsdd: held-out speakers")
     parser.add_argument("--criteria", default=",".join(CRITERIA))
     parser.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS))
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--kd-epochs", type=int, default=30, help="0 skips comparison 2")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--teachers", type=Path, default=ROOT / "runs" / "main-seeds",
-                        help="folder with seed-S/baseline.qedge (python -m benchmarks.mainjob)")
+    parser.add_argument("--teachers", type=Path, default=None,
+                        help="esc10: folder with seed-S/baseline.qedge (default runs/main-seeds, python -m "
+                        "benchmarks.mainjob); fsdd: folder with SPEAKER.qedge (default runs/fsdd-speakers, "
+                        "python scripts/fsdd_speakers.py)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "papers")
     parser.add_argument("--only-seed", action="store_true",
-                        help="run the given seeds' runs and stop (to run seeds in parallel processes)")
+                        help="run the given seeds' (speakers') runs and stop (to run them in parallel processes)")
     args = parser.parse_args()
     import torch
 
@@ -251,16 +286,26 @@ def main() -> None:
     criteria = [c.strip() for c in args.criteria.split(",") if c.strip()]
     ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
     tag = f"ft{args.finetune_epochs}"
-    per_seed = [seed_runs(s, args.teachers / f"seed-{s}" / "baseline.qedge", args.cache / tag / f"seed-{s}",
-                          criteria, ratios, args.finetune_epochs, args.kd_epochs) for s in seeds]
+    if args.data == "fsdd":  # leave one speaker out: the units of the mean are the held-out speakers
+        units = [v.strip() for v in args.speakers.split(",") if v.strip()]
+        teachers = args.teachers or ROOT / "runs" / "fsdd-speakers"
+        seeds, kd_epochs = seeds[:1], 0
+        per_seed = [{**seed_runs(seeds[0], teachers / f"{u}.qedge", args.cache / "fsdd" / tag / u, criteria, ratios,
+                                 args.finetune_epochs, 0, data="fsdd"), "speaker": u} for u in units]
+    else:
+        units = [f"seed {s}" for s in seeds]
+        teachers, kd_epochs = args.teachers or ROOT / "runs" / "main-seeds", args.kd_epochs
+        per_seed = [seed_runs(s, teachers / f"seed-{s}" / "baseline.qedge", args.cache / tag / f"seed-{s}",
+                              criteria, ratios, args.finetune_epochs, kd_epochs) for s in seeds]
     if args.only_seed:
         return
-    if len(seeds) < 2:
-        raise SystemExit("benchmarks.papers: give at least two seeds for mean ± sd")
-    result = {"seeds": seeds, "criteria": criteria, "ratios": ratios, "finetune_epochs": args.finetune_epochs,
-              "kd_epochs": args.kd_epochs, "threads": args.threads, "per_seed": per_seed,
-              "summary": summarise(per_seed)}
-    publish_study("papers", result, plot, markdown)
+    if len(per_seed) < 2:
+        raise SystemExit("benchmarks.papers: give at least two seeds (speakers) for mean ± sd")
+    result = {"data": args.data, "seeds": seeds, "units": units, "criteria": criteria, "ratios": ratios,
+              "finetune_epochs": args.finetune_epochs, "kd_epochs": kd_epochs, "threads": args.threads,
+              "per_seed": per_seed, "summary": summarise(per_seed)}
+    name = "papers" if args.data == "esc10" else "papers-fsdd"
+    publish_study(name if args.finetune_epochs == 10 else f"{name}-ft{args.finetune_epochs}", result, plot, markdown)
 
 
 if __name__ == "__main__":

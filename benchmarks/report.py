@@ -239,10 +239,11 @@ def md_stream(d: dict[str, Any]) -> list[str]:
     rows = []
     for r in d.get("rows", []):
         s, fa = r["summary"], r["false_alarms_pooled"]
-        rows.append([Path(r["model"]).name, "yes" if r["open_set"] else "no", _f(r.get("clip_accuracy"), ".3f"),
+        rows.append(["/".join(Path(r["model"]).parts[-2:]), "yes" if r["open_set"] else "no",
+                     _f(r.get("clip_accuracy"), ".3f"),
                      ms(s["segment_f1"]), ms(s["event_f1"]), ms(s["event_recall"]),
                      ms(s["onset_latency_median_s"], ".2f"),
-                     *[f"{fa[k]['count']} in {60 * fa[k]['hours']:.0f} min (≤ {fa[k]['per_hour_95_upper']:.0f}/h)"
+                     *[f"{fa[k]['count']} in {60 * fa[k]['hours']:.0f} min (≤ {fa[k]['per_hour_95_upper']:.1f}/h)"
                        if k in fa else "–" for k in ("silence", "noise", "speech")]])
     return [f"Held-out {d.get('data')} soundscapes, seeds {d.get('seeds')}, events at {d.get('snr_db')} dB SNR, "
             f"{d.get('quiet_seconds_per_kind', 0) / 60:.1f} min of each quiet kind per seed; mean ± sd over seeds, "

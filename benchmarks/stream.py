@@ -1,6 +1,8 @@
 """Benchmark: live tagging on continuous held-out audio (issue #13's stream evaluation).
 
-For each model (by default the two committed ESC-10 test models: the open-set one, trained with the
+For each model (by default the main job's deployed models, ``runs/main-seeds/seed-S/pruned.onnx``
+of ``python -m benchmarks.mainjob``, one per training seed, run in ONNX Runtime as deployed; where
+those do not exist, the two committed ESC-10 test models: the open-set one, trained with the
 built-in event-free audio and tuned thresholds, and the closed-set one of the same recipe and
 seed), and each soundscape seed, :func:`qedge.stream.score.evaluate_stream` builds the seeded
 held-out soundscape (ESC-10 fold 4 events at 10 dB SNR on noise and speech beds, quiet stretches of
@@ -9,7 +11,7 @@ scores it with sed_eval. Reported per model: mean ± sd over seeds of segment F1
 (0.5 s onset collar), event recall and median onset latency, and false alarms per hour per quiet
 kind pooled over the seeds with a 95 % Poisson upper bound (the per-seed values are in the JSON).
 
-    python -m benchmarks.stream [--quick] [--seeds 0,1,2] [--quiet-minutes M] [--model FILE.qedge ...]
+    python -m benchmarks.stream [--quick] [--seeds 0,1,2] [--quiet-minutes M] [--model FILE.qedge|.onnx ...]
 
 Prints a table and writes ``benchmarks/results/stream-<machine>.json``.
 """
@@ -25,7 +27,8 @@ from typing import Any, Sequence
 from benchmarks.common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = [ROOT / "tests" / "fixtures" / "esc10-qcnn6-openset.qedge",
+MAIN_JOB_MODELS = [ROOT / "runs" / "main-seeds" / f"seed-{s}" / "pruned.onnx" for s in (0, 1, 2)]
+FIXTURE_MODELS = [ROOT / "tests" / "fixtures" / "esc10-qcnn6-openset.qedge",
                   ROOT / "tests" / "fixtures" / "esc10-qcnn6.qedge"]
 FIGURES = ("segment_f1", "event_f1", "event_recall")
 
@@ -51,28 +54,27 @@ def pool_false_alarms(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
     return pooled
 
 
-def clip_accuracy(meta: dict[str, Any]) -> float | None:
+def clip_accuracy(meta: dict[str, Any] | None) -> float | None:
     """The model's offline clip accuracy on its held-out split: that of its last training or
     compression step (a pruned model's is after fine-tuning)."""
-    return next((float(h["accuracy"]) for h in reversed(meta.get("history") or []) if "accuracy" in h), None)
+    return next((float(h["accuracy"]) for h in reversed((meta or {}).get("history") or []) if "accuracy" in h), None)
 
 
 def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float, snr_db: float) -> dict[str, Any]:
-    """Every seed's stream figures for one model, and their summary."""
-    from qedge.checkpoint import load
+    """Every seed's stream figures for one model (a ``.qedge`` in PyTorch, an ``.onnx`` in ONNX
+    Runtime; an ONNX file's clip accuracy is read from the ``.qedge`` beside it), and their summary."""
+    from qedge.checkpoint import read_meta
     from qedge.data import find_dataset
-    from qedge.inference import TorchBackend
-    from qedge.meta import ModelRecord
-    from qedge.stream.score import evaluate_stream
+    from qedge.stream.score import evaluate_stream, load_stream_model
 
-    net, meta = load(path)
-    record = ModelRecord.from_meta(meta, source=str(path))
+    backend, record, meta = load_stream_model(path)
+    if meta is None and path.with_suffix(".qedge").exists():
+        meta = read_meta(path.with_suffix(".qedge"))
     index = find_dataset(data)
     per_seed = []
     for seed in seeds:
         t0 = time.perf_counter()
-        rep = evaluate_stream(TorchBackend(net, meta), record, index, seed=seed, quiet_seconds=quiet_seconds,
-                              snr_db=snr_db)
+        rep = evaluate_stream(backend, record, index, seed=seed, quiet_seconds=quiet_seconds, snr_db=snr_db)
         per_seed.append({
             "seed": seed, **{k: rep[k] for k in FIGURES}, "onset_latency_median_s": rep["onset_latency_s"]["median"],
             "false_alarms": {k: {"count": v["count"], "hours": v["hours"]} for k, v in rep["false_alarms"].items()},
@@ -86,7 +88,8 @@ def run_model(path: Path, data: str, seeds: Sequence[int], quiet_seconds: float,
     pooled = pool_false_alarms(per_seed)
     return {
         "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-        "open_set": bool(meta.get("background_label")), "clip_accuracy": clip_accuracy(meta),
+        "backend": "ONNX Runtime, CPU" if path.suffix == ".onnx" else "PyTorch eager (TorchBackend), CPU",
+        "open_set": bool(record.background_label), "clip_accuracy": clip_accuracy(meta),
         "window_s": rep["window_s"], "hop_s": rep["hop_s"],
         "summary": {**{k: mean_sd([s[k] for s in per_seed]) for k in FIGURES},
                     "onset_latency_median_s": mean_sd([s["onset_latency_median_s"] for s in per_seed])},
@@ -101,8 +104,9 @@ def fmt_mean_sd(d: dict[str, float | None], spec: str = ".3f") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one seed, 15 s of each quiet kind (exercise, not judge)")
-    parser.add_argument("--model", type=Path, action="append", help="a .qedge model (repeatable; default: the "
-                        "committed open-set and closed-set ESC-10 test models)")
+    parser.add_argument("--model", type=Path, action="append", help="a .qedge or exported .onnx model "
+                        "(repeatable; default: the main job's deployed models of runs/main-seeds where they "
+                        "exist, else the committed open-set and closed-set ESC-10 test models)")
     parser.add_argument("--data", default="esc10")
     parser.add_argument("--seeds", default="0,1,2", help="soundscape seeds, comma-separated")
     parser.add_argument("--quiet-minutes", type=float, default=5.0, help="minutes of each quiet kind per seed")
@@ -110,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",") if s.strip()]
     quiet = 15.0 if args.quick else 60.0 * args.quiet_minutes
-    models = args.model or DEFAULT_MODELS
+    models = args.model or ([p for p in MAIN_JOB_MODELS if p.exists()] or FIXTURE_MODELS)
     rows = []
     for path in models:
         rows.append(run_model(Path(path).resolve(), args.data, seeds, quiet, args.snr))
@@ -121,8 +125,7 @@ def main() -> None:
         print(f"{Path(r['model']).name:<32} {fmt_mean_sd(s['segment_f1']):>14} {fmt_mean_sd(s['event_f1']):>14} "
               f"{fmt_mean_sd(s['event_recall']):>14} {fmt_mean_sd(s['onset_latency_median_s'], '.2f'):>12}  {fa}")
     path = write_result("stream", {"quick": args.quick, "data": args.data, "seeds": seeds, "snr_db": args.snr,
-                                   "quiet_seconds_per_kind": quiet, "backend": "PyTorch eager (TorchBackend), CPU",
-                                   "rows": rows})
+                                   "quiet_seconds_per_kind": quiet, "rows": rows})
     print(f"wrote {path}")
 
 

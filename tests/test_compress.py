@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from qedge.compress.scores import filter_scores
 from qedge.errors import QedgeError
 from qedge.models import build
 from qedge.nn import QuaternionConv2d, QuaternionLinear, split_hamilton
-from qedge.profile import profile
+from qedge.profile import count_params, profile
 
 
 def _conv_with(weight: torch.Tensor) -> QuaternionConv2d:
@@ -71,9 +72,9 @@ def test_gm_filter_at_the_median_goes_first() -> None:
 
 def _opnorm_numpy(weight: np.ndarray) -> np.ndarray:
     """Direct re-derivation of the operator-norm criterion (design.md §6), loops and numpy SVD."""
-    _, f, c = weight.shape[:3]
+    comps, f, c = weight.shape[:3]
     total = np.zeros(f)
-    for comp in weight.reshape(4, f, c, -1).astype(np.float64):
+    for comp in weight.reshape(comps, f, c, -1).astype(np.float64):
         s = np.zeros(f)
         for ch in range(c):
             a = comp[:, ch, :]
@@ -85,7 +86,7 @@ def _opnorm_numpy(weight: np.ndarray) -> np.ndarray:
                 s[filt] += (a[filt] - mu) @ v
         s = s ** 2
         total += s / s.max()
-    return total / 4
+    return total / comps
 
 
 def test_opnorm_matches_numpy_rederivation() -> None:
@@ -108,10 +109,32 @@ def test_scores_work_on_quaternion_linear_and_reject_other_layers() -> None:
     lin = QuaternionLinear(16, 12)
     for method in ("l1", "opnorm", "gm"):
         assert filter_scores(lin, method).shape == (3,)
-    with pytest.raises(QedgeError, match="quaternion layer"):
-        filter_scores(nn.Conv2d(4, 4, 3), "l1")
+    with pytest.raises(QedgeError, match="quaternion layer or a real Conv2d"):
+        filter_scores(nn.Linear(4, 4), "l1")
+    with pytest.raises(QedgeError, match="ungrouped"):
+        filter_scores(nn.Conv2d(4, 4, 3, groups=2), "l1")
     with pytest.raises(QedgeError, match="unknown pruning criterion"):
         filter_scores(lin, "taylor")
+
+
+def test_scores_of_a_real_conv_rank_its_output_channels() -> None:
+    """A real Conv2d is a one-component layer: one score per real output channel, opnorm is the
+    real criterion of Singh & Plumbley (the numpy re-derivation with one component)."""
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 7, 3, bias=False)
+    w = conv.weight.detach()
+    np.testing.assert_allclose(filter_scores(conv, "opnorm").numpy(), _opnorm_numpy(w[None].numpy()),
+                               rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(filter_scores(conv, "l1"), w.double().abs().sum(dim=(1, 2, 3)))
+    flat = w.double().reshape(7, -1)
+    torch.testing.assert_close(filter_scores(conv, "gm"), torch.cdist(flat, flat).sum(1))
+    spectral = filter_scores(conv, "spectral", input_size=(6, 6))
+    for o in range(7):  # σ_max of output channel o's circular operator = ‖its dense row block‖₂
+        eye = torch.eye(3 * 36, dtype=torch.float64).reshape(-1, 3, 6, 6)
+        padded = torch.nn.functional.pad(eye, (1, 1, 1, 1), mode="circular")
+        dense = torch.nn.functional.conv2d(padded, w[o:o + 1].double()).reshape(3 * 36, -1).T.numpy()
+        assert float(spectral[o]) == pytest.approx(float(np.linalg.norm(dense, 2)), rel=1e-6)
+    assert filter_scores(conv, "random").shape == (7,)
 
 
 def test_spectral_scores_are_filter_operator_norms() -> None:
@@ -227,6 +250,36 @@ def test_qresnet38_residual_partners_pruned_together() -> None:
     assert pruned(torch.randn(2, 4, 64, 64)).shape == (2, 10)
 
 
+def test_prune_a_real_mccnn_cuts_its_lowest_channels_and_keeps_the_rest_of_the_function() -> None:
+    """Real-channel pruning (the MCCNN / CNN baselines): removing channels equals silencing them.
+
+    Zeroing the BatchNorm scale and shift of a removed channel makes its post-ReLU map 0, so every
+    consumer sees exactly what the pruned model computes without that channel."""
+    model = _small("mccnn6", width=0.25)
+    x = torch.randn(2, 4, 64, 64)
+    pruned = prune(model, "l1", 0.5, layers="later")
+    assert pruned.arch == "mccnn6" and pruned.conv_block3.conv1.out_channels == 32
+    assert pruned.conv_block4.conv1.in_channels == 32 and pruned.conv_block4.conv1.out_channels == 64
+    assert pruned.conv_block3.bn1.num_features == 32 and pruned.fc1.in_features == 64
+    assert pruned.conv_block2.conv1.out_channels == model.conv_block2.conv1.out_channels  # not in scope
+    silenced = copy.deepcopy(model)
+    inputs = list(range(model.conv_block3.conv1.in_channels))
+    for group in pruned.pruning["groups"]:  # in network order, each scored on its input-pruned weights
+        (name,) = group["layers"]
+        conv = model.get_submodule(name)
+        l1 = conv.weight.detach()[:, inputs].abs().sum(dim=(1, 2, 3))
+        removed = group["removed"]
+        kept = [c for c in range(conv.out_channels) if c not in removed]
+        inputs = kept
+        assert len(removed) == conv.out_channels // 2 and max(l1[removed]) <= min(l1[kept])
+        bn = silenced.get_submodule(name.replace("conv1", "bn1"))
+        with torch.no_grad():
+            bn.weight[removed] = 0.0
+            bn.bias[removed] = 0.0
+    torch.testing.assert_close(pruned(x), silenced(x), rtol=1e-5, atol=1e-5)
+    assert count_params(pruned) < count_params(model) and pruned.pruning["widths_after"]["conv_block3.conv1"] == 32
+
+
 def test_round_to_keeps_real_widths_multiples() -> None:
     model = _small("qcnn10", width=0.3)  # odd quaternion counts: 5, 10, 19, 38 (blocks 1–4)
     for n in (8, 16):
@@ -244,9 +297,9 @@ def test_round_to_keeps_real_widths_multiples() -> None:
 
 def test_prune_rejects_bad_requests() -> None:
     model = _small()
-    with pytest.raises(QedgeError, match="not a quaternion layer"):
+    with pytest.raises(QedgeError, match="not a prunable layer"):
         prune(model, layers=["conv_block4.conv9"])
-    with pytest.raises(QedgeError, match="not a quaternion layer"):
+    with pytest.raises(QedgeError, match="not a prunable layer"):
         prune(model, layers="fc_audioset")
     with pytest.raises(QedgeError, match="ratio"):
         prune(model, ratio=1.0)

@@ -254,6 +254,26 @@ def test_open_set_model_says_nothing_on_silence_noise_and_speech(open_set_onnx, 
         assert listen_tags(trained_onnx, wav), name
 
 
+def stream_figures(model: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "qedge", "evaluate", str(model), "--data", "esc10", "--stream",
+                           "--quiet-minutes", "0.25", "--json"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_stream_evaluation_of_the_exported_onnx_matches_the_model_file(open_set_onnx):
+    """`qedge evaluate --stream` on the deployed ONNX (ONNX Runtime, held-out fold and listen defaults
+    from its metadata) scores the same soundscape as on the .qedge (PyTorch): same events found."""
+    torch_run, ort_run = stream_figures(OPEN_SET), stream_figures(open_set_onnx)
+    assert ort_run["held_out"] == torch_run["held_out"]  # fold 4, ESC-10's default: the fixture records none
+    assert ort_run["events"] == torch_run["events"] == 80
+    assert ort_run["soundscape_seconds"] == torch_run["soundscape_seconds"]
+    assert ort_run["window_s"] == torch_run["window_s"] and ort_run["hop_s"] == torch_run["hop_s"]
+    assert ort_run["event_recall"] == pytest.approx(torch_run["event_recall"], abs=1.5 / 80)
+    assert ort_run["segment_f1"] == pytest.approx(torch_run["segment_f1"], abs=0.02)
+    assert 0.2 < ort_run["event_recall"] <= 1.0
+
+
 def test_open_set_model_file_holds_tuned_thresholds():
     from qedge.checkpoint import read_meta
     from qedge.meta import ModelRecord

@@ -1,5 +1,5 @@
-"""``qedge compress``: prune a quaternion model at quaternion granularity, fine-tune (optionally with
-KD from the unpruned model), save, and report (design.md §6).
+"""``qedge compress``: prune a model at quaternion granularity (real channels for a real CNN / MCCNN
+baseline), fine-tune (optionally with KD from the unpruned model), save, and report (design.md §6).
 
 The command parses and checks its options, loads the model (or trains the dataset's baseline),
 calls :func:`qedge.compress.run.compress_model`, prints the summary table and writes the report
@@ -39,9 +39,10 @@ def compress(
                                          "(esc, fsdd, folder, csv, audioset, gtzan)."),
     method: str = typer.Option("opnorm", "--method", help="Filter criterion: opnorm, l1, gm, spectral or "
                                "random (a reproducible floor to judge the others by)."),
-    ratio: float = typer.Option(0.5, "--ratio", help="Fraction p of quaternion filters removed per pruned layer."),
+    ratio: float = typer.Option(0.5, "--ratio", help="Fraction p of filters removed per pruned layer "
+                        "(whole quaternion filters; real channels in a real cnn*/mccnn* model)."),
     layers: str = typer.Option("later", "--layers", help="'later' (the model's later blocks), 'all', or "
-                               "comma-separated quaternion layer names."),
+                               "comma-separated layer names."),
     kd: bool = typer.Option(False, "--kd", help="Fine-tune with knowledge distillation from the unpruned model."),
     kd_compare: bool = typer.Option(False, "--kd-compare", help="Run every grid point twice, fine-tuned "
                                     "without and with KD (for the report)."),
@@ -73,7 +74,8 @@ def compress(
                              "with a grid, the --method/--ratio run (else the first) goes here and the "
                              "others to <out>-<run>.qedge in --report-dir (or beside --out)."),
 ) -> None:
-    """Prune a quaternion model (whole quaternion filters), fine-tune it, save it, print a summary."""
+    """Prune a model (whole quaternion filters; real channels of a real baseline), fine-tune it, save it,
+    print a summary."""
     from rich.console import Console
     from rich.table import Table
 

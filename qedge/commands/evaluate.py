@@ -66,29 +66,11 @@ def _evaluate_stream(model: Path, data: str, format: Optional[str], seed: int, q
                      as_json: bool, plot: Optional[Path]) -> None:
     from qedge.data import find_dataset
     from qedge.errors import QedgeError
-    from qedge.meta import ModelRecord
-    from qedge.stream.score import evaluate_stream, plot_stream
+    from qedge.stream.score import evaluate_stream, load_stream_model, plot_stream
 
     if quiet_minutes < 0:
         raise QedgeError(f"--quiet-minutes must be ≥ 0, got {quiet_minutes}")
-    if not model.exists():
-        raise QedgeError(f"model file not found: {model}")
-    if model.suffix == ".onnx":
-        from qedge.runtime.backends import OrtBackend
-
-        backend = OrtBackend(model)
-        info = backend.info
-        record = ModelRecord(arch=str(info.arch.get("name", "?")), arch_kwargs=dict(info.arch.get("kwargs", {})),
-                             labels=list(info.labels), task=info.task, features=dict(info.features),
-                             clip_seconds=1.0, test_fold=test_fold, test_speaker=test_speaker,
-                             background_label=info.listen.background)
-    else:
-        from qedge.checkpoint import load
-        from qedge.inference import TorchBackend
-
-        net, meta = load(model)
-        record = ModelRecord.from_meta(meta, source=str(model))
-        backend = TorchBackend(net, meta)
+    backend, record, _ = load_stream_model(model, test_fold=test_fold, test_speaker=test_speaker)
     index = find_dataset(data, format)
     log = None if as_json else print
     report = evaluate_stream(backend, record, index, seed=seed, quiet_seconds=60.0 * quiet_minutes, snr_db=snr,

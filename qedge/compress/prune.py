@@ -8,6 +8,11 @@ BatchNorm loses the same four real channels, a :class:`~qedge.nn.QuaternionLinea
 are added) are pruned together with the same indices. Every remaining kernel is still a left
 Hamilton product because whole quaternions are cut from the component tensors.
 
+Real convolutions (``nn.Conv2d`` of the CNN / MCCNN baselines) are pruned by the same rules at
+real-channel granularity: a filter is one output channel, scored as a one-component layer
+(:mod:`qedge.compress.scores`), and Torch-Pruning's own Conv2d pruner cuts it. That is what makes
+"pruned QCNN vs pruned MCCNN" a like-for-like comparison: same criterion, same ratio, same layers.
+
 The surgery uses Torch-Pruning's :class:`DependencyGraph` with a custom pruner for the quaternion
 layers (:class:`QuaternionPruner`: channel counts in REAL channels, indices mapped to quaternion
 indices). The graph is traced on a weight-free twin of the model on the ``meta`` device (no
@@ -33,13 +38,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from qedge.compress.scores import filter_scores, importance
+from qedge.compress.scores import filter_scores, importance, output_filters
 from qedge.errors import QedgeError, require
 from qedge.nn import QuaternionConv2d, QuaternionLinear
 
 tp = require("torch_pruning", "train", "Pruning")
 
-__all__ = ["QuaternionPruner", "prune", "resolve_layers", "kept_filters", "quaternion_layers"]
+__all__ = ["QuaternionPruner", "prune", "resolve_layers", "kept_filters", "quaternion_layers", "prunable_layers"]
 
 _QLAYERS = (QuaternionConv2d, QuaternionLinear)
 
@@ -47,6 +52,23 @@ _QLAYERS = (QuaternionConv2d, QuaternionLinear)
 def quaternion_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Name -> module of every quaternion layer of ``model`` (network definition order)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, _QLAYERS)}
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Name -> module of every layer whose output filters :func:`prune` can remove: the quaternion
+    layers and the real ungrouped ``nn.Conv2d`` (network definition order)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, _QLAYERS) or (isinstance(m, nn.Conv2d) and m.groups == 1)}
+
+
+def _channels_per_filter(layer: nn.Module) -> int:
+    """Real channels one prunable filter spans: 4 for a quaternion layer, 1 for a real conv."""
+    return 4 if isinstance(layer, _QLAYERS) else 1
+
+
+def _real_channels(layer: nn.Module, filters: Sequence[int]) -> list[int]:
+    """Real output channel indices of ``layer``'s filters ``filters``."""
+    return _real_of(filters, output_filters(layer)) if isinstance(layer, _QLAYERS) else sorted(int(f) for f in filters)
 
 
 def _to_quaternion(idxs: Sequence[int], filters: int, what: str) -> list[int]:
@@ -104,35 +126,37 @@ class QuaternionPruner(tp.pruner.function.BasePruningFunc):
 
 
 def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
-    """Names of the quaternion layers to prune: ``'later'`` (``model.later_layers``), ``'all'``
-    (every quaternion convolution), or explicit names (a list, or one comma-separated string)."""
-    qlayers = quaternion_layers(model)
+    """Names of the layers to prune: ``'later'`` (``model.later_layers``), ``'all'`` (every
+    quaternion convolution, or every real convolution of a real model), or explicit names (a
+    list, or one comma-separated string) of :func:`prunable_layers`."""
+    qlayers = prunable_layers(model)
     if isinstance(layers, str) and layers == "later":
         names = list(getattr(model, "later_layers", None) or [])
         if not names:
             raise QedgeError(f"model {getattr(model, 'arch', type(model).__name__)} defines no later "
                              "layers; pass --layers all or a list of layer names")
     elif isinstance(layers, str) and layers == "all":
-        names = [n for n, m in qlayers.items() if isinstance(m, QuaternionConv2d)]
+        convs = [n for n, m in qlayers.items() if isinstance(m, QuaternionConv2d)]
+        names = convs or [n for n, m in qlayers.items() if isinstance(m, nn.Conv2d)]
     else:
         names = [s.strip() for s in layers.split(",")] if isinstance(layers, str) else list(layers)
         names = [n for n in names if n]
     bad = [n for n in names if n not in qlayers]
     if bad:
-        raise QedgeError(f"cannot prune {', '.join(bad)}: not a quaternion layer of this model "
-                         f"(quaternion layers: {', '.join(qlayers) or 'none'})")
+        raise QedgeError(f"cannot prune {', '.join(bad)}: not a prunable layer of this model "
+                         f"(prunable layers: {', '.join(qlayers) or 'none'})")
     if not names:
         raise QedgeError("no layers to prune")
     return names
 
 
-def kept_filters(filters: int, ratio: float, round_to: int | None = None) -> int:
-    """Quaternion filters kept out of ``filters`` at ratio p: F − floor(p·F), at least 1; with
-    ``round_to`` = N, rounded up to a multiple of N/4 (capped at F) so the real width 4·kept is a
-    multiple of N whenever F allows it."""
+def kept_filters(filters: int, ratio: float, round_to: int | None = None, channels_per_filter: int = 4) -> int:
+    """Filters kept out of ``filters`` at ratio p: F − floor(p·F), at least 1; with ``round_to`` =
+    N, rounded up to a multiple of N / ``channels_per_filter`` (capped at F) so the real width is a
+    multiple of N whenever F allows it (4 real channels per quaternion filter, 1 per real one)."""
     keep = max(1, filters - math.floor(ratio * filters + 1e-9))
     if round_to:
-        step = round_to // 4
+        step = max(1, round_to // channels_per_filter)
         keep = min(filters, math.ceil(keep / step) * step)
     return keep
 
@@ -176,7 +200,7 @@ def _trace_graph(twin: nn.Module, example: torch.Tensor, names: Sequence[str]):
     finally:
         for h in hooks:
             h.remove()
-    return graph, pruner, sizes
+    return graph, sizes
 
 
 def _apply(group: Any, to_real: dict[nn.Module, nn.Module]) -> None:
@@ -192,16 +216,25 @@ def _apply(group: Any, to_real: dict[nn.Module, nn.Module]) -> None:
             dep.handler(to_real[module], idxs)
 
 
-def _coupled(graph: Any, pruner: Any, root: nn.Module, names_of: dict[nn.Module, str]) -> list[nn.Module]:
-    """Quaternion layers whose OUTPUTS are pruned together with ``root``'s (residual partners)."""
-    filters = root.weight.shape[1]
-    group = graph.get_pruning_group(root, pruner.prune_out_channels, _real_of([0], filters))
+def _out_handler(graph: Any, layer: nn.Module) -> Any:
+    """The out-channel pruning function of ``layer`` in ``graph`` (quaternion or Torch-Pruning's own)."""
+    return graph.get_pruner_of_module(layer).prune_out_channels
+
+
+def _is_out_pruning(handler: Any) -> bool:
+    return getattr(handler, "__name__", "") == "prune_out_channels"
+
+
+def _coupled(graph: Any, root: nn.Module, names_of: dict[nn.Module, str]) -> list[nn.Module]:
+    """Prunable layers whose OUTPUTS are pruned together with ``root``'s (residual partners)."""
+    filters = output_filters(root)
+    group = graph.get_pruning_group(root, _out_handler(graph, root), _real_channels(root, [0]))
     out = []
     for item in group:
         dep = item.dep
         module = dep.target.module
-        if isinstance(module, _QLAYERS) and dep.handler == pruner.prune_out_channels and module in names_of:
-            if module.weight.shape[1] != filters:
+        if module in names_of and _is_out_pruning(dep.handler) and isinstance(module, type(root)):
+            if output_filters(module) != filters:
                 raise QedgeError(f"coupled layers {names_of[root]} and {names_of[module]} have different widths")
             out.append(module)
     return out
@@ -215,10 +248,11 @@ def prune(
     example_input: torch.Tensor | None = None,
     round_to: int | None = None,
 ) -> nn.Module:
-    """Prune the lowest fraction ``ratio`` of quaternion filters of ``layers`` (data-free), ranked by
-    the registered criterion ``method`` (:data:`qedge.compress.scores.METHODS`).
+    """Prune the lowest fraction ``ratio`` of the output filters of ``layers`` (data-free; quaternion
+    filters of quaternion layers, real channels of real convolutions), ranked by the registered
+    criterion ``method`` (:data:`qedge.compress.scores.METHODS`).
 
-    Returns a pruned deep copy (``model`` is untouched): still a quaternion model, same ``.arch`` /
+    Returns a pruned deep copy (``model`` is untouched): the same kind of model, same ``.arch`` /
     ``.arch_kwargs`` / ``.later_layers``, with ``.pruning`` recording the criterion, ratio, layer
     groups, removed quaternion indices and the widths before/after. See the module docstring for
     the rules (design.md §6).
@@ -226,7 +260,8 @@ def prune(
     importance(method)  # an unknown criterion fails before any work
     if not 0.0 <= float(ratio) < 1.0:
         raise QedgeError(f"pruning ratio must be in [0, 1), got {ratio}")
-    if round_to is not None and (int(round_to) <= 0 or int(round_to) % 4):
+    quaternion = bool(quaternion_layers(model))
+    if round_to is not None and (int(round_to) <= 0 or (quaternion and int(round_to) % 4)):
         raise QedgeError(f"--round-to must be a positive multiple of 4 (one quaternion = 4 real "
                          f"channels), got {round_to}")
     pruned = copy.deepcopy(model)
@@ -235,21 +270,21 @@ def prune(
     example = example_input if example_input is not None else _default_input(pruned)
     twin, to_real = _meta_twin(pruned)
     twin_modules = dict(twin.named_modules())
-    names_of = {m: n for n, m in quaternion_layers(twin).items()}
-    widths_before = {n: m.weight.shape[1] * 4 for m, n in names_of.items()}
+    names_of = {m: n for n, m in prunable_layers(twin).items()}
+    widths_before = {n: output_filters(m) * _channels_per_filter(m) for m, n in names_of.items()}
 
-    graph, pruner, sizes = _trace_graph(twin, example, names)
+    graph, sizes = _trace_graph(twin, example, names)
     groups: list[dict[str, Any]] = []
     done: set[str] = set()
     for name in names:
         if name in done:
             continue
         root = twin_modules[name]
-        members = _coupled(graph, pruner, root, names_of) or [root]
+        members = _coupled(graph, root, names_of) or [root]
         member_names = [names_of[m] for m in members]
         done.update(member_names)
-        filters = root.weight.shape[1]
-        keep = kept_filters(filters, ratio, round_to)
+        filters = output_filters(root)
+        keep = kept_filters(filters, ratio, round_to, _channels_per_filter(root))
         if keep >= filters:
             groups.append({"layers": member_names, "filters_before": filters, "filters_after": filters,
                            "removed": []})
@@ -262,7 +297,7 @@ def prune(
         score = torch.stack(per_layer).mean(dim=0)
         order = torch.argsort(score, stable=True)
         removed = sorted(int(q) for q in order[: filters - keep])
-        _apply(graph.get_pruning_group(root, pruner.prune_out_channels, _real_of(removed, filters)), to_real)
+        _apply(graph.get_pruning_group(root, _out_handler(graph, root), _real_channels(root, removed)), to_real)
         groups.append({"layers": member_names, "filters_before": filters, "filters_after": keep,
                        "removed": removed})
     pruned.train(was_training)
@@ -273,7 +308,7 @@ def prune(
         "round_to": int(round_to) if round_to else None,
         "groups": groups,
         "widths_before": widths_before,
-        "widths_after": {n: to_real[m].weight.shape[1] * 4 for m, n in names_of.items()},
+        "widths_after": {n: output_filters(to_real[m]) * _channels_per_filter(m) for m, n in names_of.items()},
     }
     previous = getattr(model, "pruning", None)
     if previous:

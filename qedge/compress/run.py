@@ -264,9 +264,8 @@ def compress_model(
         metric_name,
         run_one,
     )
-    from qedge.compress.prune import resolve_layers
+    from qedge.compress.prune import prunable_layers, resolve_layers
     from qedge.meta import ModelRecord
-    from qedge.nn import QuaternionConv2d
     from qedge.profile import profile
 
     out = Path(out)
@@ -280,9 +279,8 @@ def compress_model(
     if finetune_epochs is None:
         finetune_epochs = default_finetune_epochs(data, format)
     record = ModelRecord.from_meta(meta, source=source)
-    if not any(isinstance(m, QuaternionConv2d) for m in teacher.modules()):
-        raise QedgeError(f"{source}: {record.arch} has no quaternion convolutions; qedge compress "
-                         "prunes quaternion models (qcnn*, qresnet38)")
+    if not prunable_layers(teacher):
+        raise QedgeError(f"{source}: {record.arch} has no convolution that can be pruned")
     if isinstance(layers, str):
         layer_spec: str | list[str] = layers if layers in ("later", "all") else \
             [v.strip() for v in layers.split(",") if v.strip()]

@@ -1,10 +1,14 @@
-"""Importance scores of quaternion output filters (design.md §6).
+"""Importance scores of output filters, quaternion or real (design.md §6).
 
 A quaternion layer holds its weight component-first, ``(4, F, C, kh, kw)`` for a
 :class:`~qedge.nn.QuaternionConv2d` (``(4, F, C)`` for a :class:`~qedge.nn.QuaternionLinear`):
 quaternion output filter ``f`` is the slice ``weight[:, f]``, i.e. its four real component kernels
-R_f, I_f, J_f, K_f. Removing it removes real output channels {f, F+f, 2F+f, 3F+f}. Every criterion
-here returns one score per quaternion filter; the LOWEST scores are pruned first.
+R_f, I_f, J_f, K_f. Removing it removes real output channels {f, F+f, 2F+f, 3F+f}. A real
+``nn.Conv2d`` (the CNN / MCCNN baselines, pruned for the paper's pruned-QCNN-vs-pruned-MCCNN
+comparison) is read as ONE component, ``(1, F, C, kh, kw)``: filter ``f`` is real output channel
+``f``, and every formula below holds with the sum over components reduced to that one term (so
+``opnorm`` is then exactly Singh & Plumbley's real criterion). Every criterion returns one score
+per output filter; the LOWEST scores are pruned first.
 
 - ``l1``: s_f = Σ_{q∈{r,i,j,k}} Σ_{c,u,v} |W_q[f, c, u, v]|.
 - ``opnorm`` (Singh & Plumbley, "passive" operator-norm criterion): per component tensor
@@ -14,7 +18,7 @@ here returns one score per quaternion filter; the LOWEST scores are pruned first
   which changes the sum over c, so the sign is fixed: the entry of v_c of largest magnitude is
   positive (ties: the first one).
 - ``gm`` (FPGM, He et al. 2019): s_f = Σ_g ‖w_f − w_g‖₂ with w_f the filter's four components
-  flattened; filters closest to the geometric median of the layer (smallest s_f) go first.
+  (components) flattened; filters closest to the geometric median of the layer (smallest s_f) go first.
 - ``spectral``: σ_max of the filter's convolution operator at the layer's input size (design.md §7),
   computed by :func:`qedge.spectral.filter_spectral_norms`.
 - ``random``: the floor any criterion is judged against. Scores are uniform draws from a
@@ -47,10 +51,13 @@ from torch import nn
 from qedge.errors import QedgeError
 from qedge.nn import QuaternionConv2d, QuaternionLinear
 
-__all__ = ["Importance", "IMPORTANCES", "METHODS", "RANDOM_SEED", "register_importance", "importance",
-           "filter_scores", "l1_scores", "opnorm_scores", "gm_scores", "spectral_scores", "random_scores"]
+#: Layers whose output filters can be scored: quaternion layers, and real convolutions (groups=1).
+SCORED_LAYERS = (QuaternionConv2d, QuaternionLinear, nn.Conv2d)
 
-#: An importance criterion: ``(quaternion layer, spatial input size or None) -> (F,) scores``.
+__all__ = ["Importance", "IMPORTANCES", "METHODS", "RANDOM_SEED", "register_importance", "importance",
+           "filter_scores", "output_filters", "SCORED_LAYERS", "l1_scores", "opnorm_scores", "gm_scores", "spectral_scores", "random_scores"]
+
+#: An importance criterion: ``(layer, spatial input size or None) -> (F,) scores``.
 Importance = Callable[[nn.Module, "Sequence[int] | None"], torch.Tensor]
 
 #: Registered criteria by name, in registration order (see :func:`register_importance`).
@@ -92,11 +99,25 @@ def importance(name: str) -> Importance:
         raise QedgeError(f"unknown pruning criterion '{name}' (choose from {', '.join(IMPORTANCES)})") from None
 
 
+def output_filters(layer: nn.Module) -> int:
+    """The number of prunable output filters of ``layer``: quaternion filters F of a quaternion
+    layer (weight ``(4, F, ...)``), real output channels of a real ``nn.Conv2d``."""
+    if isinstance(layer, (QuaternionConv2d, QuaternionLinear)):
+        return int(layer.weight.shape[1])
+    if isinstance(layer, nn.Conv2d):
+        return int(layer.weight.shape[0])
+    raise QedgeError(f"filter scores need a quaternion layer or a real Conv2d, got {type(layer).__name__}")
+
+
 def _filters(layer: nn.Module) -> torch.Tensor:
-    """The layer's weight as float64 ``(4, F, C, taps)`` (taps = kh·kw, 1 for a linear layer)."""
-    if not isinstance(layer, (QuaternionConv2d, QuaternionLinear)):
-        raise QedgeError(f"filter scores need a quaternion layer, got {type(layer).__name__}")
+    """The layer's weight as float64 ``(components, F, C, taps)``: 4 components for a quaternion
+    layer, 1 for a real convolution (taps = kh·kw, 1 for a linear layer)."""
+    output_filters(layer)  # a scorable layer
+    if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+        raise QedgeError(f"filter scores need an ungrouped convolution (groups={layer.groups})")
     w = layer.weight.detach().to(device="cpu", dtype=torch.float64)
+    if isinstance(layer, nn.Conv2d):
+        w = w.unsqueeze(0)
     return w.reshape(w.shape[0], w.shape[1], w.shape[2], -1)
 
 
@@ -118,7 +139,7 @@ def _top_right_singular(a: torch.Tensor) -> torch.Tensor:
 
 @register_importance("opnorm")
 def opnorm_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> torch.Tensor:
-    """Operator-norm criterion (Singh & Plumbley; design.md §6), averaged over the 4 components.
+    """Operator-norm criterion (Singh & Plumbley; design.md §6), averaged over the components.
 
     For each component W (F, C, k²): s_f = (Σ_c ⟨W[f,c,:] − μ_c, v_c⟩)² / max_g(...), with μ_c the
     mean of W[:, c, :] over filters and v_c the (sign-fixed) top right-singular vector of the
@@ -140,13 +161,13 @@ def opnorm_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> 
 
 @register_importance("l1")
 def l1_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> torch.Tensor:
-    """ℓ1 norm of each quaternion filter: Σ |w| over its 4 components and all (c, kh, kw)."""
+    """ℓ1 norm of each filter: Σ |w| over its components (4, or 1 for a real conv) and all (c, kh, kw)."""
     return _filters(layer).abs().sum(dim=(0, 2, 3))
 
 
 @register_importance("gm")
 def gm_scores(layer: nn.Module, input_size: Sequence[int] | None = None) -> torch.Tensor:
-    """FPGM: s_f = Σ_g ‖w_f − w_g‖₂ over the layer's filters (4 components flattened)."""
+    """FPGM: s_f = Σ_g ‖w_f − w_g‖₂ over the layer's filters (components flattened)."""
     w = _filters(layer)
     flat = w.permute(1, 0, 2, 3).reshape(w.shape[1], -1)
     return torch.cdist(flat, flat, p=2).sum(dim=1)
@@ -157,13 +178,13 @@ def spectral_scores(layer: nn.Module, input_size: int | Sequence[int] | None) ->
     """σ_max of each filter's operator at ``input_size`` via :func:`qedge.spectral.filter_spectral_norms`."""
     from qedge.spectral import filter_spectral_norms
 
-    if not isinstance(layer, QuaternionConv2d):
-        raise QedgeError("the spectral criterion scores quaternion convolutions only")
+    if not isinstance(layer, (QuaternionConv2d, nn.Conv2d)):
+        raise QedgeError("the spectral criterion scores convolutions only")
     if input_size is None:
         raise QedgeError("the spectral criterion needs the layer's input size (H, W)")
     scores = torch.as_tensor(filter_spectral_norms(layer, input_size), dtype=torch.float64).reshape(-1)
-    if scores.numel() != layer.weight.shape[1]:
-        raise QedgeError(f"spectral scores: expected {layer.weight.shape[1]} values, got {scores.numel()}")
+    if scores.numel() != output_filters(layer):
+        raise QedgeError(f"spectral scores: expected {output_filters(layer)} values, got {scores.numel()}")
     return scores
 
 
@@ -172,15 +193,16 @@ def random_scores(layer: nn.Module, input_size: Sequence[int] | None = None, *,
                   seed: int = RANDOM_SEED) -> torch.Tensor:
     """Uniform [0, 1) scores from a :class:`torch.Generator` seeded by ``seed`` and the layer's
     weight shape: reproducible, independent of the weights and of the global RNG."""
-    _filters(layer)  # a quaternion layer
+    filters = output_filters(layer)
     shape = tuple(layer.weight.shape)
     digest = hashlib.sha256(f"qedge-random:{int(seed)}:{shape}".encode()).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-    return torch.rand(layer.weight.shape[1], generator=gen, dtype=torch.float64)
+    return torch.rand(filters, generator=gen, dtype=torch.float64)
 
 
 def filter_scores(layer: nn.Module, method: str, input_size: int | Sequence[int] | None = None) -> torch.Tensor:
-    """Importance of each quaternion output filter of ``layer`` (float64 ``(F,)``; lowest pruned first).
+    """Importance of each output filter of ``layer`` (float64 ``(F,)``; lowest pruned first): its
+    quaternion filters, or the real output channels of a real ``nn.Conv2d``.
 
     ``method`` names a registered criterion (:data:`METHODS`: ``opnorm``, ``l1``, ``gm``,
     ``spectral``, ``random`` and any added by :func:`register_importance`); ``input_size`` is the
@@ -188,13 +210,11 @@ def filter_scores(layer: nn.Module, method: str, input_size: int | Sequence[int]
     hold one finite score per quaternion filter.
     """
     fn = importance(method)
-    if not isinstance(layer, (QuaternionConv2d, QuaternionLinear)):
-        raise QedgeError(f"filter scores need a quaternion layer, got {type(layer).__name__}")
+    filters = output_filters(layer)
     scores = torch.as_tensor(fn(layer, input_size)).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
-    filters = layer.weight.shape[1]
     if scores.numel() != filters:
         raise QedgeError(f"pruning criterion '{method}' returned {scores.numel()} scores for {filters} "
-                         "quaternion filters")
+                         "output filters")
     if not bool(torch.isfinite(scores).all()):
         raise QedgeError(f"pruning criterion '{method}' returned non-finite scores")
     return scores

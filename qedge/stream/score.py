@@ -32,7 +32,7 @@ import numpy as np
 
 from qedge.stream.soundscape import Soundscape
 
-__all__ = ["false_alarms", "scored_quiet_seconds", "StreamRun", "listen_to", "score_stream", "poisson_upper", "sed_metrics", "evaluate_stream", "plot_stream"]
+__all__ = ["false_alarms", "scored_quiet_seconds", "StreamRun", "listen_to", "score_stream", "poisson_upper", "sed_metrics", "load_stream_model", "evaluate_stream", "plot_stream"]
 
 
 @dataclass
@@ -187,6 +187,38 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     path.write_text(json.dumps(report, indent=2))
     return path
+
+
+def load_stream_model(path: str | Path, test_fold: str | None = None,
+                      test_speaker: str | None = None) -> tuple[Any, Any, dict[str, Any] | None]:
+    """``(backend, record, meta)`` for a stream evaluation of the model file ``path``.
+
+    A ``.qedge`` runs in PyTorch (:class:`~qedge.inference.TorchBackend`) and knows its held-out
+    split (``meta`` is its metadata); an exported ``.onnx`` runs in ONNX Runtime, as deployed
+    (:class:`~qedge.runtime.backends.OrtBackend`, ``meta`` None): its labels, features and listen
+    defaults come from the ONNX metadata, and its held-out fold / speaker from ``test_fold`` /
+    ``test_speaker`` (default: the dataset format's held-out split)."""
+    from qedge.errors import QedgeError
+    from qedge.meta import ModelRecord
+
+    path = Path(path)
+    if not path.exists():
+        raise QedgeError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        from qedge.runtime.backends import OrtBackend
+
+        backend = OrtBackend(path)
+        info = backend.info
+        record = ModelRecord(arch=str(info.arch.get("name", "?")), arch_kwargs=dict(info.arch.get("kwargs", {})),
+                             labels=list(info.labels), task=info.task, features=dict(info.features),
+                             clip_seconds=1.0, test_fold=test_fold, test_speaker=test_speaker,
+                             background_label=info.listen.background)
+        return backend, record, None
+    from qedge.checkpoint import load
+    from qedge.inference import TorchBackend
+
+    net, meta = load(path)
+    return TorchBackend(net, meta), ModelRecord.from_meta(meta, source=str(path)), meta
 
 
 def evaluate_stream(backend: Any, record: Any, index: Any, *, seed: int = 0, quiet_seconds: float = 120.0,
