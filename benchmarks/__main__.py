@@ -19,8 +19,9 @@ CPU pinning cannot leak between them):
 
 Studies that train models for tens of minutes to hours run on their own, each with its cached models
 and its own results file: ``benchmarks.heads`` (open-set output head), ``benchmarks.mainjob`` (the main
-job over seeds), ``benchmarks.papers`` (pruning criteria × ratio, prune + fine-tune vs KD),
-``benchmarks.archs`` (QCNN vs MCCNN vs CNN at matched MACs / parameters) and ``benchmarks.repeat``
+job over seeds), ``benchmarks.papers`` (pruning criteria × ratio on ESC-10 or FSDD leave one
+speaker out, prune + fine-tune vs KD), ``benchmarks.archs`` (QCNN vs MCCNN vs CNN at matched MACs /
+parameters), ``benchmarks.prunedarchs`` (pruned QCNN vs pruned MCCNN) and ``benchmarks.repeat``
 (which conditions make a training figure repeat exactly).
 
 Every figure is a median of repeated runs with warm-up excluded, every comparison a ratio of two
