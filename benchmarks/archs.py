@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import publish_study
+from benchmarks.common import publish_study, pyplot, save_figure
 from benchmarks.stream import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,10 +78,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "macs", "MMACs per 5 s window"), (axes[1], "params", "parameters")):
@@ -97,10 +94,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"ESC-10, closed set: QCNN6 vs real CNN6 (4-component input: MCCNN6; log-mel only: CNN6), "
                  f"seeds {result['seeds']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

@@ -102,6 +102,24 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend: benchmarks write PNGs and never open a window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to ``path`` and close it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return Path(path)
+
+
 def cached_json(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The JSON at ``path``, or ``make()`` written there atomically (a study's per-run cache, so an
     interrupted study continues where it stopped)."""

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import publish_study
+from benchmarks.common import publish_study, pyplot, save_figure
 from benchmarks.stream import fmt_mean_sd, mean_sd, pool_false_alarms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,10 +120,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = ("clip_accuracy", "segment_f1", "event_f1", "event_recall")
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -140,10 +137,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.set_title("ESC-10 open set: softmax + background class vs sigmoid heads (mean ± sd, dots: seeds)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

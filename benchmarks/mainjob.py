@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import publish_study
+from benchmarks.common import publish_study, pyplot, save_figure
 from benchmarks.stream import fmt_mean_sd, mean_sd, pool_false_alarms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,10 +126,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [k for k, _ in ACCURACIES] + ["segment_f1", "event_recall"]
     names = ["baseline", "baseline\nval", "pruned\nbefore FT", "pruned\nFT", "int8", "listen\nfp32", "listen\nint8",
@@ -147,10 +144,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("accuracy / F1 / recall")
     ax.set_title(f"main job, ESC-10 fold 4: mean ± sd over seeds {result['seeds']} (dots: seeds)")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

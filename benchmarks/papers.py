@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.common import cached_json, publish_study
+from benchmarks.common import cached_json, publish_study, pyplot, save_figure
 from benchmarks.stream import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,10 +217,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = result["summary"]
     fig, axes = plt.subplots(1, 2 if "kd" in s else 1, figsize=(12 if "kd" in s else 7, 4.5), squeeze=False)
@@ -253,10 +250,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         ax.set_title("same MACs: prune + fine-tune vs KD from scratch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import cached_json, publish_study
+from benchmarks.common import cached_json, publish_study, pyplot, save_figure
 from benchmarks.stream import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,10 +105,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MMACs per 5 s window")):
@@ -129,10 +126,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"ESC-10, closed set: pruned + fine-tuned ({result['finetune_epochs']} epochs) QCNN6 vs MCCNN6, "
                  f"mean ± sd over seeds {result['seeds']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:
