@@ -189,15 +189,16 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     return path
 
 
-def load_stream_model(path: str | Path, test_fold: str | None = None,
-                      test_speaker: str | None = None) -> tuple[Any, Any, dict[str, Any] | None]:
+def load_stream_model(path: str | Path, test_fold: str | None = None, test_speaker: str | None = None,
+                      threads: int | None = None) -> tuple[Any, Any, dict[str, Any] | None]:
     """``(backend, record, meta)`` for a stream evaluation of the model file ``path``.
 
     A ``.qedge`` runs in PyTorch (:class:`~qedge.inference.TorchBackend`) and knows its held-out
     split (``meta`` is its metadata); an exported ``.onnx`` runs in ONNX Runtime, as deployed
     (:class:`~qedge.runtime.backends.OrtBackend`, ``meta`` None): its labels, features and listen
     defaults come from the ONNX metadata, and its held-out fold / speaker from ``test_fold`` /
-    ``test_speaker`` (default: the dataset format's held-out split)."""
+    ``test_speaker`` (default: the dataset format's held-out split). ``threads``: ONNX Runtime's
+    intra-op threads (default: its own choice)."""
     from qedge.errors import QedgeError
     from qedge.meta import ModelRecord
 
@@ -207,7 +208,7 @@ def load_stream_model(path: str | Path, test_fold: str | None = None,
     if path.suffix == ".onnx":
         from qedge.runtime.backends import OrtBackend
 
-        backend = OrtBackend(path)
+        backend = OrtBackend(path, threads=threads)
         info = backend.info
         record = ModelRecord(arch=str(info.arch.get("name", "?")), arch_kwargs=dict(info.arch.get("kwargs", {})),
                              labels=list(info.labels), task=info.task, features=dict(info.features),
