@@ -13,7 +13,8 @@ kind pooled over the seeds with a 95 % Poisson upper bound (the per-seed values 
 
     python -m benchmarks.stream [--quick] [--seeds 0,1,2] [--quiet-minutes M] [--model FILE.qedge|.onnx ...]
 
-Prints a table and writes ``benchmarks/results/stream-<machine>.json``.
+Prints a table and writes ``benchmarks/results/stream-<machine>.json`` (``--name`` renames it:
+``stream-fixtures-<machine>.json`` is the run on the two committed test models).
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="soundscape seeds, comma-separated")
     parser.add_argument("--quiet-minutes", type=float, default=5.0, help="minutes of each quiet kind per seed")
     parser.add_argument("--snr", type=float, default=10.0)
+    parser.add_argument("--name", default="stream", help="result name: writes <results>/<name>-<machine>.json "
+                        "(the benchmark report reads 'stream')")
     parser.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at a time, each its own process "
                         "at one thread (default 1: one run at a time, default threads)")
     args = parser.parse_args()
@@ -148,7 +151,7 @@ def main() -> None:
         fa = ", ".join(f"{k} {v['per_hour']:.0f} (≤{v['per_hour_95_upper']:.0f})" for k, v in r["false_alarms_pooled"].items())
         print(f"{'/'.join(Path(r['model']).parts[-2:]):<32} {fmt_mean_sd(s['segment_f1']):>14} {fmt_mean_sd(s['event_f1']):>14} "
               f"{fmt_mean_sd(s['event_recall']):>14} {fmt_mean_sd(s['onset_latency_median_s'], '.2f'):>12}  {fa}")
-    path = write_result("stream", {"quick": args.quick, "data": args.data, "seeds": seeds, "snr_db": args.snr,
+    path = write_result(args.name, {"quick": args.quick, "data": args.data, "seeds": seeds, "snr_db": args.snr,
                                    "quiet_seconds_per_kind": quiet, "rows": rows})
     print(f"wrote {path}")
 
