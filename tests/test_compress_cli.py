@@ -72,7 +72,7 @@ def test_compress_cli_grid_with_kd_report_and_baseline(tiny, tmp_path, monkeypat
     (["--method", "taylor"], "unknown pruning criterion"),
     (["--round-to", "6"], "multiple of 4"),
     (["--sweep", "0.5,1.5"], "ratio"),
-    (["--layers", "conv_block9.conv1"], "not a quaternion layer"),
+    (["--layers", "conv_block9.conv1"], "not a prunable layer"),
 ])
 def test_compress_cli_rejects_bad_options(tiny, tmp_path, args, message) -> None:
     data, base = tiny
@@ -98,12 +98,22 @@ def test_compress_cli_random_criterion_is_reproducible(tiny, tmp_path, monkeypat
     assert removed[0] == removed[1]
 
 
-def test_compress_cli_refuses_real_models(tiny, tmp_path) -> None:
+def test_compress_cli_prunes_a_real_model_at_channel_granularity(tiny, tmp_path, monkeypatch) -> None:
+    """A real CNN6 (the MCCNN baseline) compresses like a quaternion one: fewer real channels, same I/O."""
     data, _ = tiny
-    real = save(tmp_path / "real.qedge", build("cnn6", 2, width=0.125, n_mels=32),
+    monkeypatch.setenv("QEDGE_CACHE", str(tmp_path / "cache"))
+    teacher = build("cnn6", 2, width=0.125, n_mels=32)
+    real = save(tmp_path / "real.qedge", teacher,
                 {"labels": ["high", "low"], "features": FEATURES, "clip_seconds": 0.5, "task": "single-label"})
-    result = CliRunner().invoke(app, ["compress", str(real), "--data", str(data), "--out", str(tmp_path / "x.qedge")])
-    assert isinstance(result.exception, QedgeError) and "quaternion" in str(result.exception)
+    out = tmp_path / "real-pruned.qedge"
+    result = CliRunner().invoke(app, ["compress", str(real), "--data", str(data), "--ratio", "0.5", "--layers", "all",
+                                      "--finetune-epochs", "0", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    model, meta = load(out)
+    entry = meta["history"][-1]
+    assert entry["params_after"] < entry["params_before"]
+    assert model.conv_block4.conv1.out_channels < teacher.conv_block4.conv1.out_channels
+    assert model(torch.zeros(1, 4, 51, 32)).shape == (1, 2)
 
 
 def test_compress_cli_fine_tunes_with_spectral_clipping(tiny, tmp_path, monkeypatch) -> None:

@@ -177,7 +177,7 @@ def test_kd_student_keeps_the_teachers_history_and_held_out_speaker(fsdd_tiny, t
     ({"out": Path("x.onnx")}, ".qedge"),
     ({"lr": 0.0}, "positive"),
     ({"clip_sv": -1.0}, "positive"),
-    ({"layers": "conv_block9.conv1"}, "not a quaternion layer"),
+    ({"layers": "conv_block9.conv1"}, "not a prunable layer"),
 ])
 def test_compress_model_refuses_bad_settings_before_any_work(kwargs, message, tmp_path) -> None:
     from qedge.compress.run import compress_model
