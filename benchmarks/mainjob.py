@@ -70,6 +70,7 @@ def seed_row(seed: int, folder: Path, report: dict[str, Any]) -> dict[str, Any]:
         "after_pruning": p["accuracy_before_finetune"],
         "pruned": p["accuracy"], "int8": p["int8_accuracy"],
         "listen_fp32": listen["fp32"]["window_accuracy"], "listen_int8": listen["int8"]["window_accuracy"],
+        "listen_window_s": listen["fp32"].get("window_s"), "listen_hop_s": listen["fp32"].get("hop_s"),
         "deployed": report.get("deployed", {}).get("precision"),
         "inference_p50_ms": report.get("deployed", {}).get("inference_p50_ms"),
         "segment_f1": stream["segment_f1"], "event_f1": stream["event_f1"], "event_recall": stream["event_recall"],
@@ -116,6 +117,8 @@ def markdown(result: dict[str, Any]) -> str:
               f"int8 {s['deployed']['int8']}× — "
               + "; ".join(f"seed {r['seed']}: fp32 {r['inference_p50_ms']['fp32']:.2f} ms, int8 "
                           f"{r['inference_p50_ms']['int8']:.2f} ms" for r in rows if r["inference_p50_ms"]),
+              "- listen window / hop the tuner chose for the pruned model: "
+              + ", ".join(f"{r['listen_window_s']:.2f} / {r['listen_hop_s']:.2f} s" for r in rows if r.get("listen_window_s")),
               "- baseline epoch kept: " + ", ".join(f"{r['baseline_epoch']} of {r['baseline_epochs']}" for r in rows),
               "- training / fine-tuning time: " + ", ".join(f"{r['seconds']['train']:.0f} / {r['seconds']['finetune']:.0f} s"
                                                             for r in rows)

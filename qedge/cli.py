@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from qedge.commands import bench, compress, evaluate, export, inspect, listen, train
+from qedge.commands import bench, compress, evaluate, export, inspect, listen, train, tune
 from qedge.errors import QedgeError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("compress")(compress.compress)
 app.command("export")(export.export)
 app.command("listen")(listen.listen)
+app.command("tune")(tune.tune)
 app.command("inspect")(inspect.inspect)
 app.command("bench")(bench.bench)
 

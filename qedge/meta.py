@@ -175,15 +175,25 @@ class ModelRecord:
         """How ``qedge listen`` runs this model: the recorded settings, and where none were
         recorded, a window of the training crop (design: a tag covers no more audio than the
         model learned from) and a hop of ≤ 0.25 s (a quarter of the window when shorter)."""
-        from qedge.runtime.features import FeatureConfig
         from qedge.runtime.model_info import ListenSettings
 
         settings = ListenSettings.from_dict(self.listen)
         if settings.window_frames is None:
-            settings.window_frames = self.frames(self.train_seconds or self.clip_seconds)
+            settings.window_frames = self.crop_frames()
         if settings.hop_frames is None:
-            config = FeatureConfig.from_dict(dict(self.features))
-            quarter_second = int(0.25 * config.sample_rate / config.hop_length)
-            settings.hop_frames = max(1, min(settings.window_frames // 4, quarter_second))
+            settings.hop_frames = self.listen_hop_frames(settings.window_frames)
         settings.background = self.background_label
         return settings
+
+    def crop_frames(self) -> int:
+        """Feature frames of the training crop: the longest listen window (a tag covers no more
+        audio than the model learned from)."""
+        return self.frames(self.train_seconds or self.clip_seconds)
+
+    def listen_hop_frames(self, window_frames: int) -> int:
+        """The hop for a listen window of ``window_frames``: a quarter of it, at most 0.25 s."""
+        from qedge.runtime.features import FeatureConfig
+
+        config = FeatureConfig.from_dict(dict(self.features))
+        quarter_second = int(0.25 * config.sample_rate / config.hop_length)
+        return max(1, min(int(window_frames) // 4, quarter_second))

@@ -23,7 +23,13 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Event", "EventDetector"]
+__all__ = ["Event", "EventDetector", "centre_delay"]
+
+
+def centre_delay(window_s: float, hop_s: float) -> float:
+    """How far ``qedge listen`` dates a window's decision back: (window − hop) / 2, to the hop at
+    the window's centre (see the module docstring)."""
+    return max(0.0, (float(window_s) - float(hop_s)) / 2.0)
 
 
 @dataclass

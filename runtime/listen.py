@@ -28,17 +28,19 @@ import numpy as np
 from qedge.errors import QedgeError
 from qedge.runtime.audio import to_mono
 from qedge.runtime.backends import Backend
-from qedge.runtime.events import EventDetector
+from qedge.runtime.events import Event, EventDetector, centre_delay
 from qedge.runtime.features import FeatureConfig, LogMelDeltas
 from qedge.runtime.model_info import ListenSettings
 from qedge.runtime.report import LatencyStats, build_summary
 from qedge.runtime.resample import StreamResampler
 from qedge.runtime.sources import Source
 
-__all__ = ["Listener", "ListenStats", "select_tags", "MovingAverage"]
+__all__ = ["Listener", "ListenStats", "select_tags", "MovingAverage", "Decisions"]
 
 #: How long the worker sleeps when the ring is empty (seconds).
 POLL_SECONDS = 0.002
+#: Tags reported per window by default (``--top-k``).
+TOP_K = 3
 
 
 def select_tags(scores: np.ndarray, labels: list[str], threshold: float | np.ndarray, top_k: int) -> list[dict[str, Any]]:
@@ -60,6 +62,31 @@ class MovingAverage:
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         self._window.append(np.asarray(scores, dtype=np.float64))
         return np.mean(self._window, axis=0)
+
+
+class Decisions:
+    """What the listen loop makes of each window's raw scores: the moving average over ``smooth``
+    windows, the tags (:func:`select_tags`) and, with ``events``, the hysteresis events
+    (:class:`~qedge.runtime.events.EventDetector`). One place for it, so that the thresholds tuner
+    (:mod:`qedge.stream.tune`) can replay kept scores exactly as ``qedge listen`` would decide."""
+
+    def __init__(self, labels: list[str], thresholds: np.ndarray, off_thresholds: np.ndarray, smooth: int,
+                 top_k: int, events: bool, min_duration: float = 0.0, delay: float = 0.0) -> None:
+        self.labels, self.thresholds, self.top_k = list(labels), np.asarray(thresholds, np.float64), int(top_k)
+        self.smoother = MovingAverage(smooth)
+        self.detector = (EventDetector(self.labels, self.thresholds, off_thresholds, min_duration, delay=delay)
+                         if events else None)
+
+    def step(self, t: float, hop_s: float, probs: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], list[Event]]:
+        """``(smoothed scores, tags, events closed now)`` for the window ending at ``t``."""
+        scores = self.smoother(probs)
+        tags = select_tags(scores, self.labels, self.thresholds, self.top_k)
+        closed = self.detector.update(t, hop_s, scores) if self.detector is not None else []
+        return scores, tags, closed
+
+    def flush(self) -> list[Event]:
+        """Close every open event (end of stream)."""
+        return self.detector.flush() if self.detector is not None else []
 
 
 @dataclass
@@ -94,7 +121,7 @@ class Listener:
     """
 
     def __init__(self, backend: Backend, hop_s: float | None = None, window_s: float | None = None,
-                 smooth: int | None = None, threshold: float | None = None, top_k: int = 3, events: bool = False,
+                 smooth: int | None = None, threshold: float | None = None, top_k: int = TOP_K, events: bool = False,
                  off_threshold: float | None = None, min_duration: float | None = None,
                  keep_scores: bool = False) -> None:
         self.backend = backend
@@ -126,7 +153,7 @@ class Listener:
         self.hop_s = self.hop_frames * frame_s
         self.window_s = self.window_frames * frame_s
         #: events carry the times of their windows' centre hops (runtime.events): (window − hop) / 2
-        self.event_delay_s = max(0.0, (self.window_s - self.hop_s) / 2.0)
+        self.event_delay_s = centre_delay(self.window_s, self.hop_s)
         labels = list(self.info.labels)
         if threshold is not None:
             if not 0.0 <= threshold <= 1.0:
@@ -154,6 +181,11 @@ class Listener:
         self.macs = int(round(self.info.macs * self.window_frames / max(1, self.info.window_frames)))
 
     # -- public --------------------------------------------------------------------------------
+    def decisions(self) -> Decisions:
+        """A fresh :class:`Decisions` with this listener's settings (one per run)."""
+        return Decisions(self.info.labels, self.thresholds, self.off_thresholds, self.smooth, self.top_k,
+                         self.events, self.min_duration, self.event_delay_s)
+
     def run(self, source: Source, seconds: float | None = None,
             on_result: Callable[[dict[str, Any]], None] | None = None,
             on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -203,9 +235,7 @@ class Listener:
         cfg = self.config
         extractor = LogMelDeltas(cfg).stream()
         resampler = StreamResampler(source.sample_rate, cfg.sample_rate)
-        smoother = MovingAverage(self.smooth)
-        detector = (EventDetector(self.info.labels, self.thresholds, self.off_thresholds, self.min_duration,
-                                  delay=self.event_delay_s) if self.events else None)
+        decide = self.decisions()
         W, H = self.window_frames, self.hop_frames
         frames = np.zeros((4, 0, cfg.n_mels), dtype=np.float32)
         frames_start = 0  # absolute index of frames[:, 0]
@@ -224,9 +254,8 @@ class Listener:
             if probs.size != len(self.info.labels):
                 raise QedgeError(f"the model returned {probs.size} scores but its metadata lists "
                                  f"{len(self.info.labels)} labels: re-export it with 'qedge export'")
-            scores = smoother(probs)
             t = end * self.frame_s
-            tags = select_tags(scores, self.info.labels, self.thresholds, self.top_k)
+            _, tags, closed = decide.step(t, self.hop_s, probs)
             e2e = (time.monotonic() - arrival) * 1000.0
             result = {
                 "t": round(t, 3),
@@ -246,11 +275,10 @@ class Listener:
             feat_pending = 0.0
             if on_result is not None:
                 on_result(result)
-            if detector is not None:
-                for ev in detector.update(t, self.hop_s, scores):
-                    stats.events += 1
-                    if on_event is not None:
-                        on_event(ev.to_dict())
+            for ev in closed:
+                stats.events += 1
+                if on_event is not None:
+                    on_event(ev.to_dict())
 
         def add_frames(new: np.ndarray, arrival: float, live: bool) -> None:
             """Append frames; process (paced) or remember (live) the windows they complete."""
@@ -320,9 +348,8 @@ class Listener:
             stats.feature_seconds += time.perf_counter() - t0
             feat_pending += time.perf_counter() - t0
             add_frames(new, last_arrival, live=False)
-        if detector is not None:
-            for ev in detector.flush():
-                stats.events += 1
-                if on_event is not None:
-                    on_event(ev.to_dict())
+        for ev in decide.flush():
+            stats.events += 1
+            if on_event is not None:
+                on_event(ev.to_dict())
         stats.error = source.health()

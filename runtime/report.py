@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["LatencyStats", "build_summary", "JsonReporter", "LiveView", "print_summary"]
+__all__ = ["LatencyStats", "build_summary", "decision_context", "JsonReporter", "LiveView", "print_summary"]
 
 
 class LatencyStats:
@@ -41,6 +41,13 @@ class LatencyStats:
                 "p99": round(float(p99), 3), "max": round(float(v.max()), 3)}
 
 
+def decision_context(window_s: float, hop_s: float, smooth: int) -> float:
+    """Seconds of audio behind one (smoothed) decision: the window, plus a hop per extra window
+    averaged. A quiet stretch is scored from this long after its start on (before, a decision
+    still hears the scene before it)."""
+    return float(window_s) + (max(1, int(smooth)) - 1) * float(hop_s)
+
+
 def build_summary(listener: Any, source: Any, stats: Any) -> dict[str, Any]:
     """The end-of-run summary (a plain JSON-serialisable dict) from a Listener, its source and the
     worker's :class:`~qedge.runtime.listen.ListenStats`."""
@@ -59,6 +66,8 @@ def build_summary(listener: Any, source: Any, stats: Any) -> dict[str, Any]:
         "window_s": round(listener.window_s, 3),
         "hop_s": round(listener.hop_s, 3),
         "event_delay_s": round(listener.event_delay_s, 4),
+        "smooth": listener.smooth,
+        "context_s": round(decision_context(listener.window_s, listener.hop_s, listener.smooth), 3),
         "windows": stats.windows,
         "windows_skipped": stats.skipped,
         "latency_ms": {

@@ -25,7 +25,7 @@ def listen(
     list_devices: bool = typer.Option(False, "--list-devices", help="List capture devices and exit."),
     backend: str = typer.Option("auto", "--backend", help="ort (ONNX Runtime: CPU, or CUDA where installed) or trt (TensorRT: a .engine, or ONNX Runtime's TensorRT provider for a .onnx); auto: by file type."),
     hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between windows (default: the model's, recorded at training; else a quarter of the window)."),
-    window: Optional[float] = typer.Option(None, "--window", help="Window length in seconds (default: the model's listen window, its training crop)."),
+    window: Optional[float] = typer.Option(None, "--window", help="Window length in seconds (default: the model's listen window, chosen on data when it was trained or tuned; at most its training crop)."),
     smooth: Optional[int] = typer.Option(None, "--smooth", help="Average scores over this many windows (default: the model's, chosen on data)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Minimum score of a tag for every label; with --events, the score that switches an event on (default: the model's per-label thresholds, chosen on data)."),
     off_threshold: Optional[float] = typer.Option(None, "--off-threshold", help="With --events: score below which an event ends (default: the model's ratio of each threshold, 0.5)."),

@@ -8,8 +8,9 @@ with the truth:
 - **segment-based F1** (1 s segments) and **event-based F1** (onset collar, offsets not scored),
   computed by ``sed_eval`` (Mesaros et al. 2016, the DCASE metrics) on the detected events;
 - **false alarms per hour** of event-free audio, per kind (silence, noise, speech): detected
-  events active inside a quiet stretch from one window after its start on (before that a window
-  still holds the previous scene), each counted once per stretch — a tag stuck on through a whole
+  events active inside a quiet stretch from one decision context after its start on (the window
+  plus a hop per extra window smoothed over, :func:`~qedge.runtime.report.decision_context`;
+  before that a decision still hears the previous scene), each counted once per stretch — a tag stuck on through a whole
   stretch is one false alarm; with the one-sided 95 % Poisson upper bound, because a count of 0
   in a few minutes does not show "≤ 1 per hour";
 - **event recall**: a reference event counts as found when a window ending between its onset and
@@ -69,7 +70,7 @@ def listen_to(soundscape: Soundscape, backend: Any, keep_scores: bool = False, *
 def false_alarms(detected: Sequence[tuple[float, float]], quiet: Sequence[tuple[float, float, str]],
                  window_s: float, hop_s: float, delay_s: float = 0.0) -> dict[str, int]:
     """Per quiet kind, the detected ``(onset, offset)`` events whose windows end in a stretch's
-    scored part ``[start + window_s, end]``: an event's first window ends at ``onset + hop_s +
+    scored part ``[start + window_s, end]`` (``window_s``: the decision context): an event's first window ends at ``onset + hop_s +
     delay_s``, its last at ``offset + delay_s`` (``delay_s``: how far the detector dated events
     back, :class:`~qedge.runtime.events.EventDetector`)."""
     out: dict[str, int] = {}
@@ -82,7 +83,8 @@ def false_alarms(detected: Sequence[tuple[float, float]], quiet: Sequence[tuple[
 
 def scored_quiet_seconds(quiet: Sequence[tuple[float, float, str]], window_s: float) -> dict[str, float]:
     """Seconds of each quiet kind in which false alarms are counted: every stretch but its first
-    window (which still holds the scene before it), as :func:`false_alarms` scores them."""
+    decision context ``window_s`` (which still hears the scene before it), as :func:`false_alarms`
+    scores them."""
     out: dict[str, float] = {}
     for start, end, kind in quiet:
         out[kind] = out.get(kind, 0.0) + max(0.0, end - start - window_s)
@@ -143,14 +145,15 @@ def score_stream(runs: Sequence[StreamRun], labels: Sequence[str], segment_s: fl
     for run in runs:
         sc = run.soundscape
         window_s, hop_s = float(run.summary["window_s"]), float(run.summary["hop_s"])
+        context_s = float(run.summary.get("context_s", window_s))
         reference += [(a + offset, b + offset, lab) for a, b, lab in sc.events]
         detected = [(float(e["onset"]), float(e["offset"]), str(e["event"])) for e in run.events]
         detected = [d for d in detected if d[2] in labels]
         estimated += [(a + offset, max(b, a + hop_s) + offset, lab) for a, b, lab in detected]
-        for kind, seconds in scored_quiet_seconds(sc.quiet, window_s).items():
+        for kind, seconds in scored_quiet_seconds(sc.quiet, context_s).items():
             quiet_seconds[kind] = quiet_seconds.get(kind, 0.0) + seconds
         delay_s = float(run.summary.get("event_delay_s", 0.0))
-        for kind, count in false_alarms([(a, b) for a, b, _ in detected], sc.quiet, window_s, hop_s,
+        for kind, count in false_alarms([(a, b) for a, b, _ in detected], sc.quiet, context_s, hop_s,
                                         delay_s).items():
             alarms[kind] = alarms.get(kind, 0) + count
         times = np.array([w["t"] for w in run.windows])

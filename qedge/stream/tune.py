@@ -20,6 +20,16 @@ the budget is zero) and whose F1 is within 0.02 of the best such threshold's: th
 favours recall (and, for a model tuned on its training clips, allows for them scoring higher
 than unseen ones). n is the smoothing with the
 best mean F1. A label that cannot meet the budget gets the top of the grid and is reported.
+
+The listen window is chosen the same way, on the same audio: the soundscape is heard once per
+candidate window (``WINDOW_FRACTIONS`` of the training crop, hop a quarter of it, ≤ 0.25 s),
+thresholds and smoothing are tuned for each, the kept scores are replayed through the listen
+loop's own decisions (:class:`~qedge.runtime.listen.Decisions`) and scored as the stream
+evaluation scores (:func:`qedge.stream.score.score_stream`); the window with the best segment F1
+wins, the shortest among those within ``WINDOW_F1_TIE`` of it (a shorter window tags sooner). A
+window-level model tags an event once it fills a good part of the window, so a window shorter
+than the crop tags sooner and follows short events better, at the cost of less context per
+decision; which wins is a property of the model and its classes, hence measured.
 """
 
 from __future__ import annotations
@@ -28,11 +38,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from qedge.runtime.events import EventDetector
+from qedge.runtime.events import EventDetector, centre_delay
+from qedge.runtime.listen import TOP_K, Decisions
 from qedge.runtime.model_info import ListenSettings
-from qedge.stream.score import StreamRun, false_alarms, scored_quiet_seconds
+from qedge.runtime.report import decision_context
+from qedge.stream.score import StreamRun, false_alarms, score_stream, scored_quiet_seconds
 
-__all__ = ["FA_BUDGET", "THRESHOLDS", "SMOOTHING", "choose_listen_settings", "tune_on_runs"]
+__all__ = ["FA_BUDGET", "THRESHOLDS", "SMOOTHING", "WINDOW_FRACTIONS", "choose_listen_settings", "tune_on_runs",
+           "tune_listen", "replay", "window_candidates"]
 
 #: False alarms per hour of event-free audio the defaults aim for (issue #13's targets).
 FA_BUDGET = {"silence": 1.0, "noise": 1.0, "speech": 6.0, "recorded": 6.0}
@@ -40,6 +53,10 @@ FA_BUDGET = {"silence": 1.0, "noise": 1.0, "speech": 6.0, "recorded": 6.0}
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.96, 0.05), 2).tolist()) + (0.98,)
 #: Smoothing lengths tried (windows).
 SMOOTHING = (1, 2, 3)
+#: Listen windows tried, as fractions of the training crop.
+WINDOW_FRACTIONS = (0.5, 0.75, 1.0)
+#: Segment F1 within this of the best counts as a tie (the shorter window wins).
+WINDOW_F1_TIE = 0.01
 
 
 def _smooth(scores: np.ndarray, n: int) -> np.ndarray:
@@ -67,14 +84,14 @@ def _window_truth(times: np.ndarray, window_s: float, events: Sequence[tuple[flo
     return truth
 
 
-def _false_alarms(track: np.ndarray, times: np.ndarray, hop_s: float, window_s: float, on: float,
+def _false_alarms(track: np.ndarray, times: np.ndarray, hop_s: float, context_s: float, on: float,
                   off_ratio: float, quiet: Sequence[tuple[float, float, str]]) -> dict[str, int]:
     det = EventDetector(["x"], on, on * off_ratio)
     events = []
     for t, s in zip(times, track):
         events += det.update(float(t), hop_s, np.array([s]))
     events += det.flush()
-    return false_alarms([(e.onset, e.offset) for e in events], quiet, window_s, hop_s)
+    return false_alarms([(e.onset, e.offset) for e in events], quiet, context_s, hop_s)
 
 
 def tune_on_runs(runs: Sequence[StreamRun], labels: Sequence[str], background: str | None,
@@ -105,8 +122,8 @@ def tune_on_runs(runs: Sequence[StreamRun], labels: Sequence[str], background: s
                     tp += int(np.sum(on & (truth == 1)))
                     fp += int(np.sum(on & (truth == 0)))
                     fn += int(np.sum(~on & (truth == 1)))
-                    for k, v in _false_alarms(track, times, hop_s, window_s, thr, off_ratio,
-                                              run.soundscape.quiet).items():
+                    for k, v in _false_alarms(track, times, hop_s, decision_context(window_s, hop_s, n), thr,
+                                              off_ratio, run.soundscape.quiet).items():
                         fa[k] = fa.get(k, 0) + v
                 f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
                 rows.append((thr, f1, all(fa.get(k, 0) <= allowed.get(k, 0) for k in fa), fa))
@@ -133,17 +150,87 @@ def tune_on_runs(runs: Sequence[StreamRun], labels: Sequence[str], background: s
     return settings, {**best, "quiet_hours": quiet_hours, "allowed_false_alarms": allowed}
 
 
+def replay(run: StreamRun, settings: ListenSettings, labels: Sequence[str]) -> StreamRun:
+    """``run`` (made with ``keep_scores=True``) as the listen loop would have reported it with
+    ``settings``: every window's raw scores through :class:`~qedge.runtime.listen.Decisions`."""
+    labels = list(labels)
+    window_s, hop_s = float(run.summary["window_s"]), float(run.summary["hop_s"])
+    thresholds = np.asarray(settings.threshold_vector(labels))
+    decide = Decisions(labels, thresholds, thresholds * settings.off_ratio, settings.smooth, TOP_K, True,
+                       settings.min_duration, centre_delay(window_s, hop_s))
+    windows, events = [], []
+    for w in run.windows:
+        _, tags, closed = decide.step(float(w["t"]), hop_s, np.asarray(w["scores"], dtype=np.float64))
+        windows.append({"t": w["t"], "tags": tags})
+        events += [e.to_dict() for e in closed]
+    events += [e.to_dict() for e in decide.flush()]
+    summary = {**run.summary, "smooth": settings.smooth,
+               "context_s": round(decision_context(window_s, hop_s, settings.smooth), 3)}
+    return StreamRun(run.soundscape, windows, events, summary)
+
+
+def window_candidates(record: Any, fractions: Sequence[float] = WINDOW_FRACTIONS) -> list[tuple[int, int]]:
+    """``(window_frames, hop_frames)`` per fraction of the training crop (distinct, shortest first)."""
+    crop = record.crop_frames()
+    out: list[tuple[int, int]] = []
+    for fraction in sorted(fractions):
+        if not 0.0 < fraction <= 1.0:
+            from qedge.errors import QedgeError
+
+            raise QedgeError(f"a listen window must be a fraction in (0, 1] of the training crop, got {fraction}")
+        frames = max(4, int(round(fraction * crop)))
+        if all(frames != w for w, _ in out):
+            out.append((frames, record.listen_hop_frames(frames)))
+    return out
+
+
+def tune_listen(backend: Any, record: Any, soundscape: Any, fractions: Sequence[float] = WINDOW_FRACTIONS,
+                log: Any = None) -> tuple[ListenSettings, dict[str, Any]]:
+    """Window, hop, smoothing and per-label thresholds of ``record``'s model (run by ``backend``)
+    chosen on the tuning ``soundscape`` (module docstring). Returns the settings and a report:
+    the chosen window's tuning figures and every candidate's."""
+    from qedge.runtime.features import FeatureConfig
+    from qedge.stream.score import listen_to
+
+    config = FeatureConfig.from_dict(dict(record.features))
+    frame_s = config.hop_length / config.sample_rate
+    labels = list(record.labels)
+    scored_labels = [lab for lab in labels if lab != record.background_label]
+    candidates = []
+    for window, hop in window_candidates(record, fractions):
+        run = listen_to(soundscape, backend, keep_scores=True, threshold=1.0, smooth=1,
+                        window_s=window * frame_s, hop_s=hop * frame_s)
+        settings, report = tune_on_runs([run], labels, record.background_label)
+        settings.window_frames, settings.hop_frames = window, hop
+        figures = score_stream([replay(run, settings, labels)], scored_labels)
+        row = {"window_s": round(window * frame_s, 3), "hop_s": round(hop * frame_s, 3),
+               "segment_f1": round(figures["segment_f1"], 4), "event_recall": figures["event_recall"],
+               "onset_latency_s": figures["onset_latency_s"]["median"],
+               "false_alarms": {k: v["count"] for k, v in figures["false_alarms"].items()},
+               "smooth": report["smooth"]}
+        if log:
+            log(f"  window {row['window_s']:.2f} s, hop {row['hop_s']:.2f} s: tuning segment F1 "
+                f"{row['segment_f1']:.3f}, recall {row['event_recall']:.0%}, smoothing {row['smooth']}")
+        candidates.append((row, settings, report))
+    top = max(row["segment_f1"] for row, _, _ in candidates)
+    row, settings, report = next(c for c in candidates if c[0]["segment_f1"] >= top - WINDOW_F1_TIE)
+    tried = ", ".join(f"{c[0]['window_s']:g}" for c in candidates)
+    settings.chosen_on += (f"; window {row['window_s']:g} s of {tried} s, the best tuning segment F1 "
+                           f"{row['segment_f1']:.3f} (ties within {WINDOW_F1_TIE}: the shortest)")
+    return settings, {**report, "window": row, "windows_tried": [c[0] for c in candidates]}
+
+
 def choose_listen_settings(model: Any, meta: dict[str, Any], data: str, seed: int = 1,
                            quiet_seconds: float = 240.0, per_label: int = 8,
+                           fractions: Sequence[float] = WINDOW_FRACTIONS,
                            log: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tune ``model`` (torch, with its ``meta``) on its tuning soundscape of ``data``; return
-    ``(meta["listen"] dict, record)``, the record being what the model's history keeps of the
-    tuning (smoothing, mean window F1, notes, allowed false alarms). Window and hop are the model's defaults
-    (:meth:`qedge.meta.ModelRecord.listen_settings`): a training-crop window, hop ≤ 0.25 s."""
+    """Tune ``model`` (torch, with its ``meta``) on its tuning soundscape of ``data``
+    (:func:`tune_listen`); return ``(meta["listen"] dict, record)``, the record being what the
+    model's history keeps of the tuning (window, smoothing, mean window F1, notes, allowed false
+    alarms, every window tried)."""
     from qedge.data import find_dataset
     from qedge.inference import TorchBackend
     from qedge.meta import ModelRecord
-    from qedge.stream.score import listen_to
     from qedge.stream.sets import stream_soundscape
 
     record = ModelRecord.from_meta(meta)
@@ -151,12 +238,10 @@ def choose_listen_settings(model: Any, meta: dict[str, Any], data: str, seed: in
     soundscape = stream_soundscape(record, index, use="tune", seed=seed, quiet_seconds=quiet_seconds,
                                    per_label=per_label)
     if log:
-        log(f"choosing thresholds on a {soundscape.duration / 60:.1f}-minute tuning soundscape "
-            f"({len(soundscape.events)} {'validation' if record.val_fraction else 'training-split'} events, "
-            f"quiet {soundscape.quiet_seconds()})")
-    backend = TorchBackend(model, meta)
-    run = listen_to(soundscape, backend, keep_scores=True, threshold=1.0, smooth=1)
-    settings, report = tune_on_runs([run], record.labels, record.background_label)
-    defaults = record.listen_settings()
-    settings.window_frames, settings.hop_frames = defaults.window_frames, defaults.hop_frames
-    return settings.to_dict(), {k: report[k] for k in ("smooth", "mean_window_f1", "notes", "allowed_false_alarms")}
+        quiet = ", ".join(f"{kind} {sec / 60:.0f} min" for kind, sec in soundscape.quiet_seconds().items())
+        log(f"choosing the listen window and thresholds on a {soundscape.duration / 60:.1f}-minute tuning "
+            f"soundscape ({len(soundscape.events)} {'validation' if record.val_fraction else 'training-split'} "
+            f"events; quiet: {quiet})")
+    settings, report = tune_listen(TorchBackend(model, meta), record, soundscape, fractions, log=log)
+    keep = ("smooth", "mean_window_f1", "notes", "allowed_false_alarms", "quiet_hours", "window", "windows_tried")
+    return settings.to_dict(), {k: report[k] for k in keep}
