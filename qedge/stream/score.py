@@ -10,8 +10,8 @@ with the truth:
 - **false alarms per hour** of event-free audio, per kind (silence, noise, speech): detected
   events active inside a quiet stretch from one decision context after its start on (the window
   plus a hop per extra window smoothed over, :func:`~qedge.runtime.report.decision_context`;
-  before that a decision still hears the previous scene), each counted once per stretch — a tag stuck on through a whole
-  stretch is one false alarm; with the one-sided 95 % Poisson upper bound, because a count of 0
+  before that a decision still hears the previous scene), each counted once per stretch — a tag
+  stuck on through a whole stretch is one false alarm; with the one-sided 95 % Poisson upper bound, because a count of 0
   in a few minutes does not show "≤ 1 per hour";
 - **event recall**: a reference event counts as found when a window ending between its onset and
   ``window_s`` after its offset tags its label;
@@ -68,26 +68,26 @@ def listen_to(soundscape: Soundscape, backend: Any, keep_scores: bool = False, *
 
 
 def false_alarms(detected: Sequence[tuple[float, float]], quiet: Sequence[tuple[float, float, str]],
-                 window_s: float, hop_s: float, delay_s: float = 0.0) -> dict[str, int]:
+                 context_s: float, hop_s: float, delay_s: float = 0.0) -> dict[str, int]:
     """Per quiet kind, the detected ``(onset, offset)`` events whose windows end in a stretch's
-    scored part ``[start + window_s, end]`` (``window_s``: the decision context): an event's first window ends at ``onset + hop_s +
-    delay_s``, its last at ``offset + delay_s`` (``delay_s``: how far the detector dated events
+    scored part ``[start + context_s, end]`` (``context_s``: the decision context): an event's
+    first window ends at ``onset + hop_s + delay_s``, its last at ``offset + delay_s`` (``delay_s``: how far the detector dated events
     back, :class:`~qedge.runtime.events.EventDetector`)."""
     out: dict[str, int] = {}
     for start, end, kind in quiet:
         out[kind] = out.get(kind, 0) + sum(
             1 for a, b in detected
-            if a + hop_s + delay_s <= end and max(b, a + hop_s) + delay_s >= start + window_s)
+            if a + hop_s + delay_s <= end and max(b, a + hop_s) + delay_s >= start + context_s)
     return out
 
 
-def scored_quiet_seconds(quiet: Sequence[tuple[float, float, str]], window_s: float) -> dict[str, float]:
+def scored_quiet_seconds(quiet: Sequence[tuple[float, float, str]], context_s: float) -> dict[str, float]:
     """Seconds of each quiet kind in which false alarms are counted: every stretch but its first
-    decision context ``window_s`` (which still hears the scene before it), as :func:`false_alarms`
+    decision context ``context_s`` (which still hears the scene before it), as :func:`false_alarms`
     scores them."""
     out: dict[str, float] = {}
     for start, end, kind in quiet:
-        out[kind] = out.get(kind, 0.0) + max(0.0, end - start - window_s)
+        out[kind] = out.get(kind, 0.0) + max(0.0, end - start - context_s)
     return out
 
 

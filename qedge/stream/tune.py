@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from qedge.errors import QedgeError
 from qedge.runtime.events import EventDetector, centre_delay
 from qedge.runtime.listen import TOP_K, Decisions
 from qedge.runtime.model_info import ListenSettings
@@ -175,8 +176,6 @@ def window_candidates(record: Any, fractions: Sequence[float] = WINDOW_FRACTIONS
     out: list[tuple[int, int]] = []
     for fraction in sorted(fractions):
         if not 0.0 < fraction <= 1.0:
-            from qedge.errors import QedgeError
-
             raise QedgeError(f"a listen window must be a fraction in (0, 1] of the training crop, got {fraction}")
         frames = max(4, int(round(fraction * crop)))
         if all(frames != w for w, _ in out):
